@@ -1,0 +1,3 @@
+from mailstack.cli import main
+
+raise SystemExit(main())

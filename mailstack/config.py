@@ -1,0 +1,339 @@
+"""TOML configuration -> typed, validated, frozen settings.
+
+Every section is a frozen dataclass; the loader walks the dataclass fields, so
+adding a key is adding a field (plus its line in ``etc/mailstack.toml``).  Any
+mistake raises :class:`ConfigError` naming the file, the key and the problem,
+which the CLI prints as one line (exit status 2, see ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+T = TypeVar("T")
+
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration mistake; ``str()`` is the one line shown to the user."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {problem}" if key else f"{where}{problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A ``host:port`` listen address; IPv6 hosts are written ``[::1]:143``."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        if text.startswith("["):
+            host, sep, port_text = text[1:].partition("]:")
+        else:
+            host, sep, port_text = text.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ValueError(f"{text!r} is not host:port")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} in {text!r} is out of range 0-65535")
+        return cls(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    # Empty means SQLite in data_dir (resolved by Config.database_url).
+    url: str = ""
+    # Connections kept open per process (PostgreSQL); the store's thread
+    # limiter is sized from pool_size + max_overflow.
+    pool_size: int = 5
+    max_overflow: int = 5
+    # SQLite: how long a writer waits for the file lock before failing.
+    busy_timeout_ms: int = 10_000
+    # Group commit: how many deliveries one transaction may carry.
+    max_batch: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    # Empty: mailstack generates a self-signed certificate in data_dir/tls
+    # (fine for `mailstack dev`, not for a public server).
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # argon2id parameters (RFC 9106 second recommended option is 64 MiB, t=3);
+    # hashes made with other parameters are rehashed at the next login.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    # How many hash computations may run at once (each uses memory_kib).
+    max_concurrent_hashes: int = 2
+    # Failed-login throttling: after `free_failures` failures from one client
+    # address (or against one account) each further attempt waits
+    # delay_base_seconds * 2**(n - free_failures), capped at delay_max_seconds;
+    # after lockout_failures the address/account is refused for lockout_seconds.
+    free_failures: int = 3
+    delay_base_seconds: float = 1.0
+    delay_max_seconds: float = 30.0
+    lockout_failures: int = 20
+    lockout_seconds: float = 900.0
+    # Failures older than this are forgotten.
+    failure_window_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    listen: tuple[Endpoint, ...] = ()
+    tls_listen: tuple[Endpoint, ...] = ()
+    # RFC 1870 SIZE; also the store's per-message limit for this listener.
+    max_message_bytes: int = 50 * MIB
+    # RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted.
+    max_recipients: int = 100
+    # Bad commands tolerated before 421 and close.
+    max_errors: int = 10
+    # Commands per session (bounds a client that loops RSET/NOOP forever).
+    max_commands: int = 10_000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 20
+    # RFC 5321 4.5.3.2: 5 minutes for commands, 10 minutes between DATA blocks.
+    command_timeout_seconds: float = 300.0
+    data_timeout_seconds: float = 600.0
+    # Submission only: allow AUTH without TLS when the client is on loopback.
+    allow_plaintext_auth_on_loopback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig:
+    listen: tuple[Endpoint, ...] = ()
+    tls_listen: tuple[Endpoint, ...] = ()
+    # RFC 9051 / 7888 leave line length to the server; 64 KiB fits any sane
+    # UID set.  Literals are bounded separately (APPENDLIMIT, RFC 7889).
+    max_line_bytes: int = 65536
+    max_literal_bytes: int = 50 * MIB
+    max_nesting_depth: int = 16
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 50
+    max_connections_per_account: int = 50
+    # RFC 9051 5.4: autologout timer of at least 30 minutes.
+    idle_timeout_seconds: float = 1800.0
+    # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
+    allow_plaintext_login: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pop3Config:
+    listen: tuple[Endpoint, ...] = ()
+    tls_listen: tuple[Endpoint, ...] = ()
+    # RFC 2449 4: commands up to 255 octets; we allow some slack for AUTH.
+    max_line_bytes: int = 1024
+    max_commands: int = 10_000
+    max_connections: int = 1000
+    max_connections_per_ip: int = 20
+    # RFC 1939 3: autologout timer of at least 10 minutes.
+    idle_timeout_seconds: float = 600.0
+    allow_plaintext_login: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WebsocketConfig:
+    listen: tuple[Endpoint, ...] = ()
+    # When both are set the listener serves wss:// with this certificate.
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+
+
+SECTIONS: dict[str, type] = {
+    "database": DatabaseConfig,
+    "tls": TlsConfig,
+    "auth": AuthConfig,
+    "smtp": SmtpConfig,
+    "submission": SmtpConfig,
+    "imap": ImapConfig,
+    "pop3": Pop3Config,
+    "websocket": WebsocketConfig,
+    "logging": LoggingConfig,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hostname: str = "localhost"
+    data_dir: str = "./mailstack-data"
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    submission: SmtpConfig = field(default_factory=SmtpConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # The file this came from ("" for built-in defaults), for messages.
+    source: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_path / 'mailstack.db').resolve()}"
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check ``value`` from TOML against the field's annotation."""
+    origin = get_origin(annotation)
+    if annotation is Endpoint:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a \"host:port\" string, got {value!r}")
+        try:
+            return Endpoint.parse(value)
+        except ValueError as exc:
+            raise ConfigError(source, key, str(exc)) from None
+    if origin is tuple:
+        (item_type, _ellipsis) = get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected a list, got {value!r}")
+        return tuple(
+            _convert(item, item_type, f"{key}[{i}]", source) for i, item in enumerate(value)
+        )
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, f"expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(source, key, f"must not be negative, got {value}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(source, key, f"expected a number, got {value!r}")
+        if value < 0:
+            raise ConfigError(source, key, f"must not be negative, got {value}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a string, got {value!r}")
+        return value
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a table [{key}], got {value!r}")
+        return _build(annotation, value, key, source)
+    raise AssertionError(f"config field {key} has unsupported annotation {annotation!r}")
+
+
+def _build(cls: type[T], table: dict[str, Any], prefix: str, source: str) -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}  # type: ignore[arg-type]
+    for key in table:
+        if key not in names:
+            full = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(source, full, "unknown key")
+    values: dict[str, Any] = {}
+    for name in names:
+        if name in table:
+            full = f"{prefix}.{name}" if prefix else name
+            values[name] = _convert(table[name], hints[name], full, source)
+    return cls(**values)
+
+
+def _validate(config: Config) -> None:
+    source = config.source
+    if not config.hostname or any(c.isspace() for c in config.hostname):
+        raise ConfigError(source, "hostname", f"not a host name: {config.hostname!r}")
+    if config.logging.level not in LOG_LEVELS:
+        raise ConfigError(source, "logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
+    if bool(config.tls.cert_file) != bool(config.tls.key_file):
+        raise ConfigError(source, "tls", "cert_file and key_file must be given together")
+    for key in ("cert_file", "key_file"):
+        path = getattr(config.tls, key)
+        if path and not os.access(path, os.R_OK):
+            problem = "file not found" if not os.path.exists(path) else "file not readable"
+            raise ConfigError(source, f"tls.{key}", f"{problem}: {path}")
+    ws = config.websocket
+    if bool(ws.cert_file) != bool(ws.key_file):
+        raise ConfigError(source, "websocket", "cert_file and key_file must be given together")
+    for key in ("cert_file", "key_file"):
+        path = getattr(ws, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(source, f"websocket.{key}", f"file not readable: {path}")
+    for section in ("smtp", "submission"):
+        smtp: SmtpConfig = getattr(config, section)
+        if smtp.max_recipients < 1:
+            raise ConfigError(source, f"{section}.max_recipients", "must be at least 1")
+        if smtp.max_message_bytes < 1024:
+            raise ConfigError(source, f"{section}.max_message_bytes", "must be at least 1024")
+    if config.imap.idle_timeout_seconds and config.imap.idle_timeout_seconds < 1:
+        raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
+    if config.database.pool_size < 1:
+        raise ConfigError(source, "database.pool_size", "must be at least 1")
+
+
+def check_data_dir(config: Config) -> None:
+    """Make sure data_dir exists (creating it) and is writable."""
+    path = config.data_path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(config.source, "data_dir", f"cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(config.source, "data_dir", f"not writable: {path}")
+
+
+def parse_config(text: str, source: str = "") -> Config:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    config = _build(Config, table, "", source)
+    config = dataclasses.replace(config, source=source)
+    _validate(config)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load ``path`` (or ``$MAILSTACK_CONFIG``); built-in defaults when neither is set."""
+    chosen = os.fspath(path) if path is not None else os.environ.get("MAILSTACK_CONFIG", "")
+    if not chosen:
+        return Config()
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(chosen, "", "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(chosen, "", f"cannot read config file: {exc}") from None
+    return parse_config(text, chosen)

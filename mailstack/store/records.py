@@ -1,0 +1,151 @@
+"""Frozen records the store hands to services.
+
+No ORM object ever leaves a store worker thread (SQLAlchemy sessions and
+their objects are bound to one thread); services only ever see these.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+# RFC 9051 2.3.2 system flags.  \Recent is not stored (IMAP4rev2 dropped it).
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+# RFC 6154 special-use mailboxes every new account gets, in this order.
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class StoreError(Exception):
+    """Base of the store's expected failures (each maps to a protocol reply)."""
+
+
+class NotFound(StoreError):
+    """The named domain, account, alias, mailbox or message does not exist."""
+
+
+class AlreadyExists(StoreError):
+    """Creating something whose name is taken."""
+
+
+class InvalidName(StoreError):
+    """A malformed address, domain or mailbox name."""
+
+
+class OverQuota(StoreError):
+    """Storing the message would exceed the account's quota."""
+
+
+class TooBig(StoreError):
+    """The message is larger than the configured maximum."""
+
+
+class TemporaryFailure(StoreError):
+    """The database is unavailable; the caller should answer with a 4xx/[UNAVAILABLE]."""
+
+
+class ChangeKind(enum.Enum):
+    MESSAGE_NEW = "message.new"
+    MESSAGE_FLAGS = "message.flags"
+    MESSAGE_EXPUNGED = "message.expunged"
+    MAILBOX_CREATED = "mailbox.created"
+    MAILBOX_DELETED = "mailbox.deleted"
+    MAILBOX_RENAMED = "mailbox.renamed"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRecord:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: int
+    address: str
+    password_hash: str
+    quota_bytes: int | None
+    quota_messages: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    id: int
+    alias: str  # "user@domain" or "@domain" (catch-all)
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRecord:
+    id: int
+    account_id: int
+    name: str  # UTF-8, hierarchy delimiter "/"
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+    special_use: str | None
+    messages: int
+    unseen: int
+    size: int  # sum of message sizes (STATUS=SIZE, RFC 8438)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message in one mailbox, without its content."""
+
+    id: int
+    mailbox_id: int
+    uid: int
+    modseq: int
+    flags: frozenset[str]  # system flags and keywords
+    internal_date: datetime  # timezone-aware
+    size: int
+    content_id: int  # key for Store.read_content
+    # Computed once at delivery by mailstack.mime.analyze (JSON-compatible).
+    envelope: Any
+    bodystructure: Any
+    headers: dict[str, str]  # decoded searchable header fields
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """Where a delivery or append put a message."""
+
+    account_id: int
+    mailbox_id: int
+    uidvalidity: int
+    uid: int
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row of the append-only change log."""
+
+    id: int  # global, strictly increasing (the watcher's cursor)
+    account_id: int
+    mailbox_id: int
+    mailbox_name: str
+    modseq: int
+    kind: ChangeKind
+    uid: int | None
+    flags: frozenset[str] | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    bytes_used: int
+    messages_used: int
+    quota_bytes: int | None
+    quota_messages: int | None
