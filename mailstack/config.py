@@ -87,10 +87,12 @@ class AuthConfig:
     argon2_parallelism: int = 4
     # How many hash computations may run at once (each uses memory_kib).
     max_concurrent_hashes: int = 2
-    # Failed-login throttling: after `free_failures` failures from one client
-    # address (or against one account) each further attempt waits
-    # delay_base_seconds * 2**(n - free_failures), capped at delay_max_seconds;
-    # after lockout_failures the address/account is refused for lockout_seconds.
+    # Failed-login throttling, per client address and per account: the first
+    # free_failures failures are answered at once; failure number
+    # free_failures + k is answered after delay_base_seconds * 2**(k - 1),
+    # capped at delay_max_seconds;
+    # after lockout_failures the address/account is refused for lockout_seconds
+    # (lockout_failures = 0: never lock out, only delay).
     free_failures: int = 3
     delay_base_seconds: float = 1.0
     delay_max_seconds: float = 30.0
@@ -98,6 +100,9 @@ class AuthConfig:
     lockout_seconds: float = 900.0
     # Failures older than this are forgotten.
     failure_window_seconds: float = 3600.0
+    # Client addresses + accounts remembered by the throttle (memory bound);
+    # beyond this the least recently failed entries are forgotten first.
+    throttle_max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +222,7 @@ def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
     origin = get_origin(annotation)
     if annotation is Endpoint:
         if not isinstance(value, str):
-            raise ConfigError(source, key, f"expected a \"host:port\" string, got {value!r}")
+            raise ConfigError(source, key, f'expected a "host:port" string, got {value!r}')
         try:
             return Endpoint.parse(value)
         except ValueError as exc:
@@ -301,6 +306,26 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
+    _validate_auth(config.auth, source)
+
+
+def _validate_auth(auth: AuthConfig, source: str) -> None:
+    # RFC 9106 3.1: t >= 1, 1 <= p <= 2**24 - 1, m >= 8 * p KiB.
+    for key in ("argon2_time_cost", "argon2_parallelism", "max_concurrent_hashes"):
+        if getattr(auth, key) < 1:
+            raise ConfigError(source, f"auth.{key}", "must be at least 1")
+    if auth.argon2_parallelism > 2**24 - 1:
+        raise ConfigError(source, "auth.argon2_parallelism", "must be at most 16777215")
+    if auth.argon2_memory_kib < 8 * auth.argon2_parallelism:
+        raise ConfigError(
+            source, "auth.argon2_memory_kib", "must be at least 8 * argon2_parallelism"
+        )
+    if auth.lockout_failures and auth.lockout_failures <= auth.free_failures:
+        raise ConfigError(
+            source, "auth.lockout_failures", "must be 0 (no lockout) or more than free_failures"
+        )
+    if auth.throttle_max_entries < 1:
+        raise ConfigError(source, "auth.throttle_max_entries", "must be at least 1")
 
 
 def check_data_dir(config: Config) -> None:
@@ -309,7 +334,9 @@ def check_data_dir(config: Config) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(config.source, "data_dir", f"cannot create {path}: {exc.strerror}") from None
+        raise ConfigError(
+            config.source, "data_dir", f"cannot create {path}: {exc.strerror}"
+        ) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(config.source, "data_dir", f"not writable: {path}")
 
