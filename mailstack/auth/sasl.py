@@ -19,6 +19,10 @@ from mailstack.secret import Secret
 # (or where the config explicitly allows plaintext).
 PLAINTEXT_MECHANISMS = ("PLAIN", "LOGIN")
 
+# RFC 4616 2: authzid, authcid and passwd are each at most 255 octets; LOGIN
+# gets the same bound so both mechanisms accept the same credentials.
+MAX_FIELD_OCTETS = 255
+
 
 class SaslError(Exception):
     """The exchange failed; ``cancelled`` when the client sent ``*``."""
@@ -85,7 +89,7 @@ class PlainExchange:
         # RFC 4616 2: authcid and passwd are non-empty, at most 255 octets.
         if not authcid or not password:
             raise SaslError("empty authentication identity or password")
-        if len(parts[1]) > 255 or len(parts[2]) > 255 or len(parts[0]) > 255:
+        if any(len(part) > MAX_FIELD_OCTETS for part in parts):
             raise SaslError("PLAIN field too long")
         return Credentials(authcid=authcid, password=Secret(password), authzid=authzid)
 
@@ -108,6 +112,8 @@ class LoginExchange:
 
     def respond(self, line: str) -> SaslResult:
         data = decode_client_data(line)
+        if len(data) > MAX_FIELD_OCTETS:
+            raise SaslError("LOGIN field too long")
         if self._username is None:
             self._username = _utf8(data, "user name")
             if not self._username:
