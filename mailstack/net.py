@@ -1,0 +1,329 @@
+"""Shared trio plumbing for the protocol servers.
+
+``serve_endpoints`` binds a service's listeners, enforces the connection
+limits, gives each connection its own task with a session id, and makes sure a
+failing handler is logged and cleaned up without touching other connections.
+``start_tls`` is the server side of STARTTLS/STLS.  ``receive_some`` and
+``send_all`` turn a vanished peer into EOF / ``False`` so the protocol loops
+need no transport-specific exception handling.
+
+Graceful stop: listener tasks run in their own cancel scope, separate from the
+nursery that holds the connections, so ``service.run`` can close every
+listener first (via :class:`Drain`) and give open sessions a grace period.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import logging
+import secrets
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from mailstack.config import Endpoint
+from mailstack.tls import TlsProvider
+
+logger = logging.getLogger("mailstack.net")
+
+# A refusal (connection limit) is a courtesy; a client that does not read it
+# must not hold the slot we just refused it.
+REFUSE_SECONDS = 5.0
+# Implicit TLS: a client that connects and never finishes the handshake is
+# dropped after this long, before the protocol handler is involved.
+HANDSHAKE_SECONDS = 60.0
+
+Handler = Callable[[trio.abc.Stream, "Peer"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The remote end of one connection, as the protocol handler sees it."""
+
+    ip: str
+    port: int
+    session_id: str  # short random id; every log line about the connection carries it
+    local_port: int
+    implicit_tls: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One listening socket, reported once it is bound (port 0 resolved)."""
+
+    service: str
+    host: str
+    port: int
+    implicit_tls: bool
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "tls" if self.implicit_tls else "tcp"
+        return f"{self.service} {scheme}://{host}:{self.port}"
+
+
+class ConnectionLimits:
+    """Open-connection bookkeeping, in total and per client address.
+
+    A limit of 0 means unlimited.  All calls happen on the trio thread, so no
+    lock is needed.
+    """
+
+    def __init__(self, max_connections: int, max_per_ip: int) -> None:
+        self.max_connections = max_connections
+        self.max_per_ip = max_per_ip
+        self._per_ip: Counter[str] = Counter()
+        self._total = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def count(self, ip: str) -> int:
+        return self._per_ip[ip]
+
+    def try_acquire(self, ip: str) -> bool:
+        """Take a slot for ``ip``; False (nothing taken) when a limit is reached."""
+        if self.max_connections and self._total >= self.max_connections:
+            return False
+        if self.max_per_ip and self._per_ip[ip] >= self.max_per_ip:
+            return False
+        self._total += 1
+        self._per_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self._total -= 1
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
+
+
+class Drain:
+    """Lets ``service.run`` stop accepting on every listener at once.
+
+    ``serve_endpoints`` registers its accept-loop cancel scope with the Drain
+    found in :data:`current_drain` (inherited by child tasks), so a graceful
+    stop closes the listeners while connections keep running.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: list[trio.CancelScope] = []
+        self.closing = False
+
+    def register(self, scope: trio.CancelScope) -> None:
+        if self.closing:
+            scope.cancel()
+        self._scopes.append(scope)
+
+    def close_listeners(self) -> None:
+        self.closing = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+current_drain: contextvars.ContextVar[Drain | None] = contextvars.ContextVar(
+    "mailstack_drain", default=None
+)
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _address(sockaddr: object) -> tuple[str, int]:
+    """(ip, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4
+    so per-IP limits and throttling see one address per client."""
+    assert isinstance(sockaddr, tuple)
+    host, port = str(sockaddr[0]), int(sockaddr[1])
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host, port
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped), port
+    return host, port
+
+
+async def receive_some(stream: trio.abc.ReceiveStream, max_bytes: int) -> bytes:
+    """Next chunk from the peer; ``b""`` at EOF and also when the peer vanished
+    (reset, broken TLS), which the protocol loops treat the same way."""
+    try:
+        data = await stream.receive_some(max_bytes)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        return b""
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+async def send_all(stream: trio.abc.SendStream, data: bytes) -> bool:
+    """Send ``data``; False when the peer is gone (the caller ends the session)."""
+    try:
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        return False
+    return True
+
+
+async def start_tls(stream: trio.abc.Stream, tls: TlsProvider) -> trio.SSLStream[trio.abc.Stream]:
+    """Server side of STARTTLS (RFC 3207), STLS (RFC 2595) and IMAP STARTTLS.
+
+    The caller must already have thrown away any plaintext it buffered
+    (RFC 3207 4.2).  Raises ``trio.BrokenResourceError`` when the handshake
+    fails; bound it with the caller's command-timeout cancel scope.
+    """
+    ssl_stream = trio.SSLStream(stream, tls.server_context(), server_side=True)
+    await ssl_stream.do_handshake()
+    return ssl_stream
+
+
+async def _refuse(stream: trio.abc.Stream, message: bytes, tls: TlsProvider | None) -> None:
+    with trio.move_on_after(REFUSE_SECONDS):
+        if tls is not None:
+            # Implicit TLS: the refusal only makes sense inside the handshake.
+            stream = trio.SSLStream(stream, tls.server_context(), server_side=True)
+        await send_all(stream, message)
+    await trio.aclose_forcefully(stream)
+
+
+async def _connection(
+    service: str,
+    handler: Handler,
+    tls: TlsProvider | None,
+    limits: ConnectionLimits,
+    refuse: Callable[[Peer], bytes],
+    stream: trio.SocketStream,
+) -> None:
+    """One accepted connection: limits, optional TLS, the handler, cleanup.
+
+    Never raises (except Cancelled): a failing handler is logged with its
+    session id, so one bad session cannot stop the service.
+    """
+    try:
+        ip, port = _address(stream.socket.getpeername())
+        _local_ip, local_port = _address(stream.socket.getsockname())
+    except OSError:
+        # The client is already gone (ENOTCONN) before we looked at it.
+        await trio.aclose_forcefully(stream)
+        return
+    peer = Peer(ip, port, new_session_id(), local_port, tls is not None)
+    if not limits.try_acquire(ip):
+        logger.warning(
+            "%s refused %s:%s: connection limit (total %d, this address %d)",
+            service,
+            ip,
+            port,
+            limits.total,
+            limits.count(ip),
+            extra={"sid": peer.session_id},
+        )
+        await _refuse(stream, refuse(peer), tls)
+        return
+    transport: trio.abc.Stream = stream
+    try:
+        logger.debug(
+            "%s connection from %s:%s to port %d",
+            service,
+            ip,
+            port,
+            local_port,
+            extra={"sid": peer.session_id},
+        )
+        if tls is not None:
+            ssl_stream = trio.SSLStream(stream, tls.server_context(), server_side=True)
+            transport = ssl_stream
+            with trio.move_on_after(HANDSHAKE_SECONDS) as handshake_scope:
+                try:
+                    await ssl_stream.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    logger.info(
+                        "%s TLS handshake with %s failed: %s",
+                        service,
+                        ip,
+                        exc.__cause__ or exc,
+                        extra={"sid": peer.session_id},
+                    )
+                    return
+            if handshake_scope.cancelled_caught:
+                logger.info(
+                    "%s TLS handshake with %s timed out",
+                    service,
+                    ip,
+                    extra={"sid": peer.session_id},
+                )
+                return
+        await handler(transport, peer)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        logger.info("%s connection lost: %s", service, exc, extra={"sid": peer.session_id})
+    except Exception:
+        logger.exception("%s session failed", service, extra={"sid": peer.session_id})
+    finally:
+        limits.release(ip)
+        await trio.aclose_forcefully(transport)
+
+
+async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[trio.SocketListener]:
+    listeners: list[trio.SocketListener] = []
+    try:
+        for endpoint in endpoints:
+            listeners += await trio.open_tcp_listeners(endpoint.port, host=endpoint.host)
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
+
+
+async def serve_endpoints(
+    service: str,
+    handler: Handler,
+    endpoints: Sequence[Endpoint],
+    *,
+    tls: TlsProvider | None,
+    limits: ConnectionLimits,
+    refuse: Callable[[Peer], bytes],
+    task_status: trio.TaskStatus[list[Bound]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on every endpoint until cancelled (or drained).
+
+    ``tls`` given means implicit TLS: each accepted stream is wrapped in an
+    SSLStream with the provider's *current* context (so a reload applies to
+    the next connection) and the handshake is done before ``handler`` runs.
+    Binding errors (address in use, permission) propagate before
+    ``task_status.started``.  Returns once the listeners are closed by a
+    :class:`Drain` and every connection has ended.
+    """
+    listeners = await _open_listeners(endpoints)
+    bound = []
+    for listener in listeners:
+        host, port = _address(listener.socket.getsockname())
+        bound.append(Bound(service, host, port, tls is not None))
+    connection = partial(_connection, service, handler, tls, limits, refuse)
+    try:
+        async with trio.open_nursery() as handler_nursery:
+            with trio.CancelScope() as accept_scope:
+                drain = current_drain.get()
+                if drain is not None:
+                    drain.register(accept_scope)
+                async with trio.open_nursery() as accept_nursery:
+                    # serve_listeners closes each listener when its loop ends
+                    # and backs off on EMFILE/ENFILE instead of spinning.
+                    await accept_nursery.start(
+                        partial(
+                            trio.serve_listeners,
+                            connection,
+                            listeners,
+                            handler_nursery=handler_nursery,
+                        )
+                    )
+                    task_status.started(bound)
+            # Draining: listeners are closed; the handler nursery now waits
+            # for open sessions (service.run cancels them after its grace).
+            logger.debug("%s stopped accepting", service)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
