@@ -1,0 +1,262 @@
+"""Run a set of services in one process: ``mailstack serve [SERVICE ...]``.
+
+One store, one authenticator and one TLS provider are shared by every
+service; each service's ``serve(ctx, task_status=...)`` binds its listeners
+and reports them with ``task_status.started(list[Bound])``.  Service modules
+are imported lazily, so a service that is missing from this build (or still
+being written) never breaks the others.
+
+Signals: SIGHUP reloads the TLS certificate; SIGTERM/SIGINT stop gracefully
+(listeners close first, open sessions get ``grace_seconds`` to finish, then
+are cancelled); a second SIGTERM/SIGINT cancels at once.  Under systemd the
+unit is ``Type=notify``: READY=1 once every listener is bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+
+from mailstack import net, systemd
+from mailstack.auth.authenticator import Authenticator
+from mailstack.config import Config, ConfigError
+from mailstack.logs import setup_logging
+from mailstack.store.store import Store
+from mailstack.tls import TlsProvider
+
+logger = logging.getLogger("mailstack.service")
+
+# How long open sessions may take to finish after a stop request (systemd's
+# default TimeoutStopSec is 90 s, so this stays well inside it).
+DEFAULT_GRACE_SECONDS = 10.0
+
+# name -> "module:function"; the function is
+# ``async def serve(ctx: ServiceContext, *, task_status) -> None``.
+SERVICES: dict[str, str] = {
+    "smtp": "mailstack.smtp.server:serve_mx",
+    "submission": "mailstack.smtp.server:serve_submission",
+    "imap": "mailstack.imap.server:serve",
+    "pop3": "mailstack.pop3.server:serve",
+    "websocket": "mailstack.websocket.server:serve",
+}
+
+ServeFunction = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What every service gets: shared by all services in the process."""
+
+    config: Config
+    store: Store
+    auth: Authenticator
+    tls: TlsProvider
+
+
+class ServiceUnavailable(ConfigError):
+    """A service was asked for that this build does not have.
+
+    A ConfigError so the CLI exits with status 2: restarting will not help.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__("", f"service {name}", reason)
+        self.service = name
+
+
+def is_configured(config: Config, name: str) -> bool:
+    """A service runs only when its section lists at least one address."""
+    section = getattr(config, name)
+    return bool(getattr(section, "listen", ()) or getattr(section, "tls_listen", ()))
+
+
+def load_service(name: str) -> ServeFunction:
+    """Import the service's serve function; ServiceUnavailable when its module
+    does not exist.  Any other import error is a bug and propagates."""
+    if name not in SERVICES:
+        raise ServiceUnavailable(name, f"unknown service; choose from {', '.join(SERVICES)}")
+    module_name, _, function_name = SERVICES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise
+        raise ServiceUnavailable(
+            name, f"not available in this build ({module_name} missing)"
+        ) from None
+    serve: ServeFunction | None = getattr(module, function_name, None)
+    if serve is None:
+        raise ServiceUnavailable(name, f"{module_name} has no {function_name}()")
+    return serve
+
+
+def available_services() -> list[str]:
+    """Services whose modules exist in this build."""
+    names = []
+    for name in SERVICES:
+        try:
+            load_service(name)
+        except ServiceUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
+def select_services(config: Config, names: Sequence[str]) -> list[tuple[str, ServeFunction]]:
+    """The services to start: those named (each must exist and be configured),
+    or with no names every configured service whose module exists."""
+    if names:
+        chosen = []
+        for name in dict.fromkeys(names):
+            serve = load_service(name)
+            if not is_configured(config, name):
+                raise ConfigError(
+                    config.source, f"{name}.listen", "no listen or tls_listen address configured"
+                )
+            chosen.append((name, serve))
+        return chosen
+    chosen = []
+    for name in SERVICES:
+        if not is_configured(config, name):
+            continue
+        try:
+            chosen.append((name, load_service(name)))
+        except ServiceUnavailable as exc:
+            logger.warning("%s is configured but not started: %s", name, exc.problem)
+    if not chosen:
+        raise ConfigError(config.source, "", "no service configured (set listen in [smtp], ...)")
+    return chosen
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        systemd.notify("WATCHDOG=1")
+        await trio.sleep(interval)
+
+
+async def _handle_signals(
+    signals: AsyncIterator[int], tls: TlsProvider, stop: trio.Event, force: trio.CancelScope
+) -> None:
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            logger.info("SIGHUP: reloading TLS certificate")
+            await trio.to_thread.run_sync(tls.reload)
+        elif stop.is_set():
+            logger.warning("%s again: stopping now", signal.Signals(signum).name)
+            force.cancel()
+        else:
+            logger.info("%s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+
+async def run(
+    config: Config,
+    names: Sequence[str] = (),
+    *,
+    store: Store | None = None,
+    handle_signals: bool = True,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until stopped by a signal, by ``stop.set()``, or by cancellation.
+
+    ``store``: an already open store to use (and leave open), as the
+    integration tests do; by default run opens and closes its own.
+    ``handle_signals=False`` leaves the process's signal handling alone
+    (it needs the main thread).  Returns after a graceful stop.
+    """
+    selected = select_services(config, names)
+    tls = await trio.to_thread.run_sync(TlsProvider, config)
+    own_store = store is None
+    if store is None:
+        store = await Store.open(config)
+    stop = stop if stop is not None else trio.Event()
+    drain = net.Drain()
+    # Child tasks inherit the context: every serve_endpoints below registers
+    # its listeners with this drain.
+    drain_token = net.current_drain.set(drain)
+    try:
+        with contextlib.ExitStack() as signal_stack:
+            signals: AsyncIterator[int] | None = None
+            if handle_signals:
+                # Opened before any listener is bound so that a signal during
+                # start-up is queued, not lost.
+                signals = signal_stack.enter_context(
+                    trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                )
+            ctx = ServiceContext(config, store, Authenticator(config, store), tls)
+            await _serve_until_stopped(
+                ctx, selected, signals, stop, drain, grace_seconds, task_status
+            )
+        logger.info("stopped")
+    finally:
+        net.current_drain.reset(drain_token)
+        if own_store:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+
+async def _serve_until_stopped(
+    ctx: ServiceContext,
+    selected: list[tuple[str, ServeFunction]],
+    signals: AsyncIterator[int] | None,
+    stop: trio.Event,
+    drain: net.Drain,
+    grace_seconds: float,
+    task_status: trio.TaskStatus[list[net.Bound]],
+) -> None:
+    async with trio.open_nursery() as helpers:
+        with trio.CancelScope() as services_scope:
+            if signals is not None:
+                helpers.start_soon(_handle_signals, signals, ctx.tls, stop, services_scope)
+            async with trio.open_nursery() as services:
+                bound: list[net.Bound] = []
+                for name, serve in selected:
+                    logger.debug("starting %s", name)
+                    bound += await services.start(serve, ctx)
+                for listener in bound:
+                    logger.info("listening: %s", listener)
+                task_status.started(bound)
+                names_text = ", ".join(name for name, _ in selected)
+                systemd.notify("READY=1", f"STATUS=serving {names_text}")
+                interval = systemd.watchdog_interval()
+                if interval is not None:
+                    helpers.start_soon(_watchdog, interval)
+                await stop.wait()
+                systemd.notify("STOPPING=1", "STATUS=stopping")
+                logger.info(
+                    "stopping: listeners closed, sessions get %.0f s to finish", grace_seconds
+                )
+                drain.close_listeners()
+                services_scope.deadline = trio.current_time() + grace_seconds
+                # Leaving this block waits for the services: each returns once
+                # its sessions are over, or is cancelled at the deadline.
+        if services_scope.cancelled_caught:
+            logger.info("grace period over: remaining sessions cancelled")
+        helpers.cancel_scope.cancel()
+
+
+def main_serve(config: Config, names: Sequence[str]) -> int:
+    """``mailstack serve``: set up logging, run, print each bound listener.
+
+    Errors (ConfigError, StoreError, bind failures) propagate for the CLI to
+    turn into its one-line message and exit status.
+    """
+    setup_logging(config.logging)
+
+    async def serve_and_report() -> None:
+        async with trio.open_nursery() as nursery:
+            bound: list[net.Bound] = await nursery.start(partial(run, config, names))
+            for listener in bound:
+                print(f"listening: {listener}", flush=True)
+
+    trio.run(serve_and_report)
+    return 0
