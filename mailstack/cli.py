@@ -77,13 +77,13 @@ def _run_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     return trio.run(_with_store, config, fn)
 
 
-def _read_password(confirm: bool = True) -> str:
+def _read_password() -> str:
     """From stdin when it is not a terminal (scripts, pipes), else prompted twice."""
     if sys.stdin is None:
         raise CliError("no password given: stdin is closed")
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
-        if confirm and getpass.getpass("Repeat password: ") != password:
+        if getpass.getpass("Repeat password: ") != password:
             raise CliError("passwords do not match")
     else:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
@@ -112,9 +112,9 @@ def _setup_logging(config: Config) -> None:
 
 
 def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> None:
+    check_data_dir(config)
     from mailstack.store import migrate
 
-    check_data_dir(config)
     migrate.upgrade(config.database_url)
     print("database schema is up to date")
 
@@ -147,7 +147,7 @@ def _quota_text(quota_bytes: int | None, quota_messages: int | None) -> str:
 
 
 def cmd_user_add(config: Config, args: argparse.Namespace) -> None:
-    async def add(store: Store) -> str:
+    async def check(store: Store) -> None:
         # Check first so nobody types a password for an address that cannot exist.
         local, at, domain = args.address.rpartition("@")
         if not (local and at and domain):
@@ -158,20 +158,23 @@ def cmd_user_add(config: Config, args: argparse.Namespace) -> None:
             )
         if await store.get_account(args.address) is not None:
             raise CliError(f"account {args.address} already exists")
-        password_hash = await trio.to_thread.run_sync(_hash_password, config)
-        return (await store.add_account(args.address, password_hash)).address
 
-    print(f"added user {_run_store(config, add)}")
+    _run_store(config, check)
+    # Read and hash outside trio.run: a blocked read in a worker thread could
+    # not be interrupted by Ctrl-C.
+    password_hash = _hash_password(config)
+    record = _run_store(config, lambda store: store.add_account(args.address, password_hash))
+    print(f"added user {record.address}")
 
 
 def cmd_user_passwd(config: Config, args: argparse.Namespace) -> None:
-    async def passwd(store: Store) -> None:
+    async def check(store: Store) -> None:
         if await store.get_account(args.address) is None:
             raise CliError(f"no such account: {args.address}")
-        password_hash = await trio.to_thread.run_sync(_hash_password, config)
-        await store.set_password_hash(args.address, password_hash)
 
-    _run_store(config, passwd)
+    _run_store(config, check)
+    password_hash = _hash_password(config)
+    _run_store(config, lambda store: store.set_password_hash(args.address, password_hash))
     print(f"changed password of {args.address}")
 
 

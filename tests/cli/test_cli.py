@@ -1,0 +1,371 @@
+"""The real ``mailstack`` command in a subprocess, against SQLite in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import mailstack
+from mailstack.auth.passwords import PasswordHasher
+from mailstack.config import load_config
+
+# The checkout's package, whether or not it is installed into the venv.
+SOURCE_ROOT = str(Path(mailstack.__file__).resolve().parents[1])
+
+COMMANDS_WITH_HELP = [
+    [],
+    ["db"],
+    ["db", "upgrade"],
+    ["domain"],
+    ["domain", "add"],
+    ["domain", "list"],
+    ["domain", "del"],
+    ["user"],
+    ["user", "add"],
+    ["user", "passwd"],
+    ["user", "del"],
+    ["user", "list"],
+    ["user", "quota"],
+    ["alias"],
+    ["alias", "add"],
+    ["alias", "list"],
+    ["alias", "del"],
+    ["serve"],
+    ["dev"],
+]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MAILSTACK_CONFIG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def mailstack_cmd(
+    *args: str, config: Path | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "mailstack"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return subprocess.run(
+        [*argv, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_fails(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
+    assert result.returncode == status, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mailstack: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result
+    assert result.stderr == ""
+    return result.stdout
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mailstack.toml"
+    path.write_text(
+        f'hostname = "mail.example.test"\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+        "[auth]\n"
+        "argon2_time_cost = 1\n"
+        "argon2_memory_kib = 64\n"
+        "argon2_parallelism = 1\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def db(config_file: Path) -> Path:
+    """A config whose database is migrated, with domain example.test."""
+    assert_ok(mailstack_cmd("db", "upgrade", config=config_file))
+    assert_ok(mailstack_cmd("domain", "add", "example.test", config=config_file))
+    return config_file
+
+
+def stored_hash(config_file: Path, address: str) -> str | None:
+    from mailstack.store.store import Store
+
+    async def lookup() -> str | None:
+        store = await Store.open(load_config(config_file))
+        try:
+            account = await store.get_account(address)
+        finally:
+            await store.aclose()
+        return None if account is None else account.password_hash
+
+    return trio.run(lookup)
+
+
+# -- help and usage ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("words", COMMANDS_WITH_HELP, ids=" ".join)
+def test_help_on_every_command(words: list[str]) -> None:
+    result = mailstack_cmd(*words, "--help")
+    assert result.returncode == 0, result
+    assert result.stdout.startswith(f"usage: mailstack {' '.join(words)}".rstrip())
+    assert result.stderr == ""
+
+
+def test_usage_errors_are_one_line_exit_1() -> None:
+    assert_fails(mailstack_cmd(), 1, "required")
+    assert_fails(mailstack_cmd("user"), 1, "required", "mailstack user --help")
+    assert_fails(mailstack_cmd("frobnicate"), 1, "invalid choice")
+    assert_fails(mailstack_cmd("domain", "add"), 1, "DOMAIN")
+    assert_fails(mailstack_cmd("user", "quota", "a@b.test", "--bytes", "-5"), 1, "non-negative")
+
+
+# -- configuration errors: exit 2 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("hostname = \n", "not valid TOML"),
+        ("[smtp]\nlisten = ['0.0.0.0:99999']\n", "smtp.listen[0]: port 99999"),
+        ("[imap]\nmax_line_bytes = 'big'\n", "imap.max_line_bytes: expected an integer"),
+        ("colour = 'blue'\n", "colour: unknown key"),
+        (
+            "[tls]\ncert_file = '/nonexistent/cert.pem'\nkey_file = '/nonexistent/key.pem'\n",
+            "tls.cert_file: file not found",
+        ),
+    ],
+)
+def test_broken_config_exits_2_with_one_line(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text(text, encoding="utf-8")
+    result = mailstack_cmd("domain", "list", config=path)
+    assert_fails(result, 2, str(path), needle)
+
+
+def test_config_from_environment_variable(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("nonsense = 1\n", encoding="utf-8")
+    argv = [sys.executable, "-m", "mailstack", "domain", "list"]
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env={**_env(), "MAILSTACK_CONFIG": str(path)},
+        timeout=60,
+        check=False,
+    )
+    assert_fails(result, 2, str(path), "nonsense: unknown key")
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    assert_fails(mailstack_cmd("domain", "list", config=tmp_path / "no.toml"), 2, "not found")
+
+
+def test_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "c.toml"
+    path.write_text(f'data_dir = "{tmp_path / "file" / "data"}"\n', encoding="utf-8")
+    assert_fails(mailstack_cmd("db", "upgrade", config=path), 2, "data_dir: cannot create")
+
+
+# -- database -------------------------------------------------------------------
+
+
+def test_db_upgrade_creates_data_dir_and_is_idempotent(config_file: Path, tmp_path: Path) -> None:
+    assert not (tmp_path / "data").exists()
+    assert_ok(mailstack_cmd("db", "upgrade", config=config_file))
+    assert (tmp_path / "data" / "mailstack.db").is_file()
+    assert_ok(mailstack_cmd("db", "upgrade", config=config_file))
+    assert_ok(mailstack_cmd("domain", "add", "example.test", config=config_file))
+    assert_ok(mailstack_cmd("db", "upgrade", config=config_file))
+    assert assert_ok(mailstack_cmd("domain", "list", config=config_file)) == "example.test\n"
+
+
+def test_database_not_initialised(config_file: Path) -> None:
+    result = mailstack_cmd("domain", "list", config=config_file)
+    assert_fails(result, 1, "mailstack db upgrade")
+
+
+# -- domains ---------------------------------------------------------------------
+
+
+def test_domain_add_list_del(db: Path) -> None:
+    assert_ok(mailstack_cmd("domain", "add", "other.test", config=db))
+    listed = assert_ok(mailstack_cmd("domain", "list", config=db)).split()
+    assert sorted(listed) == ["example.test", "other.test"]
+    assert_fails(mailstack_cmd("domain", "add", "other.test", config=db), 1, "other.test")
+    assert_ok(mailstack_cmd("domain", "del", "other.test", config=db))
+    assert assert_ok(mailstack_cmd("domain", "list", config=db)).split() == ["example.test"]
+    assert_fails(mailstack_cmd("domain", "del", "other.test", config=db), 1, "other.test")
+
+
+def test_malformed_domain_refused(db: Path) -> None:
+    assert_fails(mailstack_cmd("domain", "add", "not a domain", config=db), 1)
+
+
+# -- users -------------------------------------------------------------------------
+
+
+def test_user_add_reads_password_from_stdin(db: Path) -> None:
+    out = assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="s3cret\n"))
+    assert "alice@example.test" in out
+    hasher = PasswordHasher(load_config(db).auth)
+    password_hash = stored_hash(db, "alice@example.test")
+    assert password_hash is not None
+    assert hasher.verify(password_hash, "s3cret")
+    assert not hasher.verify(password_hash, "s3cret\n")
+    assert assert_ok(mailstack_cmd("user", "list", config=db)) == "alice@example.test\n"
+
+
+def test_duplicate_account(db: Path) -> None:
+    assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="pw1\n"))
+    result = mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="pw2\n")
+    assert_fails(result, 1, "alice@example.test", "already exists")
+
+
+@pytest.mark.parametrize("address", ["alice", "@example.test", "alice@", "a b@example.test"])
+def test_malformed_address(db: Path, address: str) -> None:
+    assert_fails(mailstack_cmd("user", "add", address, config=db, stdin="pw\n"), 1)
+    assert assert_ok(mailstack_cmd("user", "list", config=db)) == ""
+
+
+def test_unknown_domain(db: Path) -> None:
+    result = mailstack_cmd("user", "add", "bob@nowhere.test", config=db, stdin="pw\n")
+    assert_fails(result, 1, "nowhere.test", "mailstack domain add nowhere.test")
+
+
+@pytest.mark.parametrize("stdin", ["", "\n", "\r\n"])
+def test_empty_password_refused(db: Path, stdin: str) -> None:
+    result = mailstack_cmd("user", "add", "alice@example.test", config=db, stdin=stdin)
+    assert_fails(result, 1, "empty password")
+    assert assert_ok(mailstack_cmd("user", "list", config=db)) == ""
+
+
+def test_too_long_password_refused(db: Path) -> None:
+    result = mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="x" * 256)
+    assert_fails(result, 1, "longer than 255")
+
+
+def test_user_passwd(db: Path) -> None:
+    assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="old\n"))
+    assert_ok(mailstack_cmd("user", "passwd", "alice@example.test", config=db, stdin="new pw\n"))
+    hasher = PasswordHasher(load_config(db).auth)
+    password_hash = stored_hash(db, "alice@example.test")
+    assert password_hash is not None
+    assert hasher.verify(password_hash, "new pw")
+    assert not hasher.verify(password_hash, "old")
+    result = mailstack_cmd("user", "passwd", "nobody@example.test", config=db, stdin="x\n")
+    assert_fails(result, 1, "no such account")
+
+
+def test_user_del(db: Path) -> None:
+    assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="pw\n"))
+    assert_ok(mailstack_cmd("user", "add", "bob@example.test", config=db, stdin="pw\n"))
+    assert_ok(mailstack_cmd("user", "del", "alice@example.test", config=db))
+    assert assert_ok(mailstack_cmd("user", "list", config=db)) == "bob@example.test\n"
+    assert stored_hash(db, "alice@example.test") is None
+    assert_fails(mailstack_cmd("user", "del", "alice@example.test", config=db), 1)
+
+
+def test_user_quota(db: Path) -> None:
+    assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="pw\n"))
+    out = assert_ok(
+        mailstack_cmd("user", "quota", "alice@example.test", "--bytes", "1000", config=db)
+    )
+    assert "1000 bytes" in out
+    assert_ok(mailstack_cmd("user", "quota", "alice@example.test", "--messages", "5", config=db))
+    listed = assert_ok(mailstack_cmd("user", "list", config=db))
+    assert "1000 bytes" in listed and "5 messages" in listed  # --messages kept --bytes
+    assert_ok(mailstack_cmd("user", "quota", "alice@example.test", "--none", config=db))
+    assert assert_ok(mailstack_cmd("user", "list", config=db)) == "alice@example.test\n"
+    assert_fails(mailstack_cmd("user", "quota", "alice@example.test", config=db), 1, "--none")
+    assert_fails(
+        mailstack_cmd("user", "quota", "alice@example.test", "--none", "--bytes", "1", config=db),
+        1,
+        "cannot be combined",
+    )
+    result = mailstack_cmd("user", "quota", "nobody@example.test", "--bytes", "1", config=db)
+    assert_fails(result, 1, "no such account")
+
+
+def test_ctrl_c_exits_130_quietly(db: Path) -> None:
+    argv = [
+        sys.executable,
+        "-m",
+        "mailstack",
+        "--config",
+        str(db),
+        "user",
+        "add",
+        "alice@example.test",
+    ]
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    ) as proc:
+        time.sleep(2)  # the command is now waiting for the password on stdin
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err == ""
+
+
+# -- aliases ----------------------------------------------------------------------
+
+
+def test_alias_add_list_del(db: Path) -> None:
+    for name in ("alice", "bob"):
+        assert_ok(mailstack_cmd("user", "add", f"{name}@example.test", config=db, stdin="pw\n"))
+    assert_ok(
+        mailstack_cmd(
+            "alias", "add", "team@example.test", "alice@example.test, bob@example.test", config=db
+        )
+    )
+    assert_ok(mailstack_cmd("alias", "add", "@example.test", "alice@example.test", config=db))
+    listed = assert_ok(mailstack_cmd("alias", "list", config=db)).splitlines()
+    assert sorted(listed) == [
+        "@example.test -> alice@example.test",
+        "team@example.test -> alice@example.test, bob@example.test",
+    ]
+    assert_fails(
+        mailstack_cmd("alias", "add", "team@example.test", "bob@example.test", config=db),
+        1,
+        "team@example.test",
+    )
+    assert_ok(mailstack_cmd("alias", "del", "@example.test", config=db))
+    listed = assert_ok(mailstack_cmd("alias", "list", config=db)).splitlines()
+    assert listed == ["team@example.test -> alice@example.test, bob@example.test"]
+    assert_fails(mailstack_cmd("alias", "del", "@example.test", config=db), 1)
+
+
+def test_alias_needs_targets_and_a_local_domain(db: Path) -> None:
+    assert_fails(mailstack_cmd("alias", "add", "x@example.test", " , ", config=db), 1, "target")
+    result = mailstack_cmd("alias", "add", "x@elsewhere.test", "a@example.test", config=db)
+    assert_fails(result, 1, "elsewhere.test")
+
+
+def test_serve_unknown_service(db: Path) -> None:
+    assert_fails(mailstack_cmd("serve", "gopher", config=db), 1, "unknown service 'gopher'")
