@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +33,7 @@ from mailstack.config import (
     check_data_dir,
     load_config,
 )
+from mailstack.logs import setup_logging
 
 if TYPE_CHECKING:
     from mailstack.store.store import Store
@@ -98,14 +98,6 @@ def _read_password() -> str:
 
 def _hash_password(config: Config) -> str:
     return PasswordHasher(config.auth).hash(_read_password())
-
-
-def _setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 # -- db ------------------------------------------------------------------
@@ -242,12 +234,8 @@ def cmd_alias_del(config: Config, args: argparse.Namespace) -> None:
 def _serve(config: Config, names: Sequence[str]) -> None:
     from mailstack import service
 
-    unknown = [name for name in names if name not in service.SERVICES]
-    if unknown:
-        raise CliError(f"unknown service {unknown[0]!r}; choose from {', '.join(service.SERVICES)}")
     check_data_dir(config)
-    _setup_logging(config)
-    trio.run(service.run, config, tuple(names))
+    service.main_serve(config, names)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> None:
@@ -366,6 +354,7 @@ def cmd_dev(config: Config, args: argparse.Namespace) -> None:
     from mailstack.tls import ensure_dev_certificate
 
     config = dev_config(Path(args.data_dir))
+    setup_logging(config.logging)
     check_data_dir(config)
     password = _demo_password(config.data_path)
     address = _ensure_demo_account(config, args.domain, password)

@@ -368,4 +368,5 @@ def test_alias_needs_targets_and_a_local_domain(db: Path) -> None:
 
 
 def test_serve_unknown_service(db: Path) -> None:
-    assert_fails(mailstack_cmd("serve", "gopher", config=db), 1, "unknown service 'gopher'")
+    # A config error (exit 2): a systemd unit `mailstack serve %i` must not restart-loop.
+    assert_fails(mailstack_cmd("serve", "gopher", config=db), 2, "gopher", "unknown service")
