@@ -1,0 +1,250 @@
+"""service.run end to end: start, greet, SIGHUP reload, SIGTERM drain, sd_notify.
+
+The lifecycle tests use a minimal line-echo service registered under the
+``websocket`` slot and built on net.serve_endpoints exactly like the real
+protocol servers, so run()'s own behaviour is tested whatever protocol
+servers already exist; the first test exercises every real one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from cryptography import x509
+
+from mailstack import net, service
+from mailstack.service import ServiceContext
+
+from .conftest import Stack, StackFactory
+
+# What each real service says first (RFC 5321 4.2, RFC 9051 7.1.1, RFC 1939 4).
+GREETINGS = {"smtp": b"220", "submission": b"220", "imap": b"* OK", "pop3": b"+OK"}
+
+
+async def echo_session(stream: trio.abc.Stream, peer: net.Peer) -> None:
+    while line := await net.receive_some(stream, 1024):
+        if not await net.send_all(stream, line):
+            return
+
+
+async def serve_echo(
+    ctx: ServiceContext, *, task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The smallest service: websocket's listen (plain) and, for the TLS
+    tests, imap's tls_listen list reused as implicit TLS endpoints."""
+    limits = net.ConnectionLimits(0, 0)
+    refuse = partial(lambda peer: b"busy\r\n")
+    async with trio.open_nursery() as nursery:
+        bound: list[net.Bound] = await nursery.start(
+            partial(
+                net.serve_endpoints,
+                "echo",
+                echo_session,
+                ctx.config.websocket.listen,
+                tls=None,
+                limits=limits,
+                refuse=refuse,
+            )
+        )
+        bound += await nursery.start(
+            partial(
+                net.serve_endpoints,
+                "echo",
+                echo_session,
+                ctx.config.imap.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=refuse,
+            )
+        )
+        task_status.started(bound)
+
+
+@pytest.fixture
+def echo_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(service.SERVICES, "websocket", f"{__name__}:serve_echo")
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        yield sock
+
+
+def pending_datagrams(sock: socket.socket) -> list[bytes]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096))
+        except BlockingIOError:
+            return messages
+
+
+def echo_addr(stack: Stack, implicit_tls: bool = False) -> tuple[str, int]:
+    return stack.addr("echo", implicit_tls)
+
+
+async def echo_stack(stack_factory: StackFactory, **kwargs: object) -> Stack:
+    from mailstack.config import Endpoint
+
+    loopback = (Endpoint("127.0.0.1", 0),)
+    return await stack_factory(
+        services=("websocket",),
+        websocket={"listen": loopback},
+        imap={"tls_listen": loopback},
+        **kwargs,
+    )
+
+
+async def test_every_available_service_starts_greets_and_stops(
+    stack_factory: StackFactory,
+) -> None:
+    available = [n for n in GREETINGS if n in service.available_services()]
+    if not available:
+        pytest.skip("no protocol server built yet")
+    with trio.fail_after(30):
+        stack = await stack_factory(services=available)
+        for name in available:
+            for implicit_tls in (False, True):
+                try:
+                    host, port = stack.addr(name, implicit_tls)
+                except LookupError:
+                    assert name == "smtp" and implicit_tls  # the MX has no implicit TLS
+                    continue
+                tcp = await trio.open_tcp_stream(host, port)
+                stream: trio.abc.Stream = tcp
+                if implicit_tls:
+                    stream = trio.SSLStream(
+                        tcp, stack.client_ssl_context(), server_hostname="localhost"
+                    )
+                greeting = await stream.receive_some(1024)
+                assert greeting.startswith(GREETINGS[name]), (name, greeting)
+                await stream.aclose()
+        stack.stop.set()
+        await stack.stopped.wait()
+        for b in stack.bound:
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream(b.host, b.port)
+
+
+async def read_certificate_names(stack: Stack) -> list[str]:
+    host, port = echo_addr(stack, implicit_tls=True)
+    tcp = await trio.open_tcp_stream(host, port)
+    client = trio.SSLStream(tcp, stack.client_ssl_context(), server_hostname="localhost")
+    await client.do_handshake()
+    der = client.getpeercert(binary_form=True)
+    await client.aclose()
+    assert der is not None
+    san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
+
+
+@pytest.mark.usefixtures("echo_service")
+async def test_sighup_serves_new_certificate_to_next_client(
+    stack_factory: StackFactory,
+) -> None:
+    with trio.fail_after(20):
+        stack = await echo_stack(stack_factory, handle_signals=True)
+        assert "reloaded.test" not in await read_certificate_names(stack)
+        stack.reissue_certificate("localhost", "127.0.0.1", "reloaded.test")
+        os.kill(os.getpid(), signal.SIGHUP)
+        # The reload runs in a worker thread after the signal is delivered.
+        for _ in range(100):
+            if "reloaded.test" in await read_certificate_names(stack):
+                break
+            await trio.sleep(0.05)
+        else:
+            pytest.fail("certificate was not reloaded after SIGHUP")
+        assert not stack.stopped.is_set()
+
+
+@pytest.mark.usefixtures("echo_service")
+async def test_sigterm_closes_listeners_then_waits_for_sessions(
+    stack_factory: StackFactory, notify_socket: socket.socket
+) -> None:
+    with trio.fail_after(20):
+        stack = await echo_stack(stack_factory, handle_signals=True, grace_seconds=10.0)
+        assert b"READY=1\nSTATUS=serving websocket" in pending_datagrams(notify_socket)
+        host, port = echo_addr(stack)
+        session = await trio.open_tcp_stream(host, port)
+        await session.send_all(b"before\r\n")
+        assert await session.receive_some(100) == b"before\r\n"
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):
+            try:
+                probe = await trio.open_tcp_stream(host, port)
+            except OSError:
+                break
+            await probe.aclose()
+            await trio.sleep(0.05)
+        else:
+            pytest.fail("listener still open after SIGTERM")
+        assert b"STOPPING=1\nSTATUS=stopping" in pending_datagrams(notify_socket)
+        # The open session keeps working during the grace period.
+        await session.send_all(b"during drain\r\n")
+        assert await session.receive_some(100) == b"during drain\r\n"
+        assert not stack.stopped.is_set()
+        await session.aclose()
+        await stack.stopped.wait()
+
+
+@pytest.mark.usefixtures("echo_service")
+async def test_grace_period_cancels_sessions_that_do_not_end(
+    stack_factory: StackFactory,
+) -> None:
+    with trio.fail_after(20):
+        stack = await echo_stack(stack_factory, grace_seconds=0.3)
+        session = await trio.open_tcp_stream(*echo_addr(stack))
+        await session.send_all(b"x")
+        assert await session.receive_some(10) == b"x"
+        start = trio.current_time()
+        stack.stop.set()
+        await stack.stopped.wait()
+        assert 0.2 < trio.current_time() - start < 5
+        # The server closed the idle session when the grace period ran out.
+        assert await session.receive_some(10) == b""
+
+
+@pytest.mark.usefixtures("echo_service")
+async def test_second_sigterm_stops_at_once(stack_factory: StackFactory) -> None:
+    with trio.fail_after(20):
+        stack = await echo_stack(stack_factory, handle_signals=True, grace_seconds=60.0)
+        session = await trio.open_tcp_stream(*echo_addr(stack))
+        await session.send_all(b"x")
+        assert await session.receive_some(10) == b"x"
+        os.kill(os.getpid(), signal.SIGTERM)
+        await trio.sleep(0.2)
+        assert not stack.stopped.is_set()  # waiting for the session
+        os.kill(os.getpid(), signal.SIGINT)
+        await stack.stopped.wait()
+
+
+async def test_tls_context_is_tls12_or_newer(stack_factory: StackFactory) -> None:
+    """Implicit TLS listeners refuse TLS 1.1 clients (RFC 8996)."""
+    available = [n for n in ("imap", "pop3", "submission") if n in service.available_services()]
+    if not available:
+        pytest.skip("no implicit-TLS protocol server built yet")
+    with trio.fail_after(20):
+        stack = await stack_factory(services=available[:1])
+        host, port = stack.addr(available[0], implicit_tls=True)
+        old = stack.client_ssl_context()
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        tcp = await trio.open_tcp_stream(host, port)
+        client = trio.SSLStream(tcp, old, server_hostname="localhost")
+        with pytest.raises(trio.BrokenResourceError):
+            await client.do_handshake()
