@@ -7,7 +7,7 @@ Use: ``receive_data(bytes)`` (``b""`` = end of stream), then call
 here; only decisions that need I/O become events:
 
 - :class:`Authenticate` -> ``authenticated(maildrop)`` or ``login_failed(...)``
-- :class:`FetchMessage` -> ``message_fetched(raw or None)``
+- :class:`FetchMessage` -> ``message_fetched(raw or None)`` or ``fetch_failed()``
 - :class:`StartTls` -> ``tls_started()`` once the handshake is done
 - :class:`CommitDeletions` -> ``deletions_committed(ok)``
 - :class:`CloseConnection` -> close the stream (no answer; returned again on
@@ -231,6 +231,11 @@ class Pop3Protocol:
         else:
             self._reply("+OK top of message follows")
             self._out += _stuffed(_top(raw, event.body_lines))
+
+    def fetch_failed(self) -> None:
+        """The store could not be read just now (RFC 3206 4: [SYS/TEMP])."""
+        event = self._take(FetchMessage)
+        self._reply(f"-ERR [SYS/TEMP] cannot read message {event.message.number} now")
 
     def tls_started(self) -> None:
         """RFC 2595 4: after STLS the session starts over in AUTHORIZATION,

@@ -471,6 +471,17 @@ def test_message_gone_elsewhere() -> None:
     assert out.endswith(b"+OK bye\r\n")
 
 
+def test_fetch_failure_is_temporary() -> None:
+    core = Pop3Protocol(TLS, greeting="x")
+    core.receive_data(LOGIN + b"RETR 1\r\nNOOP\r\n")
+    assert isinstance(core.next_event(), Authenticate)
+    core.authenticated(Maildrop(5, [(12, 10, 12)]))
+    assert isinstance(core.next_event(), FetchMessage)
+    core.fetch_failed()
+    assert core.next_event() is None
+    assert core.data_to_send().endswith(b"-ERR [SYS/TEMP] cannot read message 1 now\r\n+OK\r\n")
+
+
 def test_marked_gone_is_refused_without_fetch() -> None:
     core = Pop3Protocol(TLS, greeting="x")
     core.data_to_send()

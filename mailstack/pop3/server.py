@@ -1,0 +1,238 @@
+"""trio adapter for the POP3 core: sockets, STLS, the store, the autologout.
+
+Everything POP3 decides is in ``protocol.py``; this file only answers the
+core's events (credentials via the shared Authenticator, message content and
+deletions via the Store, TLS via net.start_tls) and moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import trio
+
+from mailstack import net
+from mailstack.logs import session_logger
+from mailstack.pop3.locks import MaildropLocks
+from mailstack.pop3.maildrop import Maildrop
+from mailstack.pop3.protocol import (
+    Authenticate,
+    CloseConnection,
+    CommitDeletions,
+    Event,
+    FetchMessage,
+    LoginFailure,
+    Pop3Protocol,
+    Settings,
+    StartTls,
+)
+from mailstack.service import ServiceContext
+from mailstack.store.records import Change, ChangeKind, MailboxRecord, NotFound, StoreError
+
+logger = logging.getLogger("mailstack.pop3")
+
+RECEIVE_BYTES = 65536
+
+
+def _refuse(peer: net.Peer) -> bytes:
+    return b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+
+
+class Session:
+    """One connection.  The maildrop lock, once taken, is released whatever
+    way the session ends (QUIT, drop, timeout, error)."""
+
+    def __init__(
+        self, ctx: ServiceContext, locks: MaildropLocks, stream: trio.abc.Stream, peer: net.Peer
+    ) -> None:
+        config = ctx.config.pop3
+        self._ctx = ctx
+        self._locks = locks
+        self._stream = stream
+        self._peer = peer
+        self._log = session_logger(logger, peer.session_id)
+        self._idle_seconds = config.idle_timeout_seconds
+        self._core = Pop3Protocol(
+            Settings(
+                max_line_bytes=config.max_line_bytes,
+                max_commands=config.max_commands,
+                allow_plaintext_login=config.allow_plaintext_login,
+                tls_available=True,
+                tls_active=peer.implicit_tls,
+            ),
+            greeting=f"{ctx.config.hostname} POP3 ready",
+        )
+        self._account_id: int | None = None
+        self._inbox: MailboxRecord | None = None
+        self._changes: trio.MemoryReceiveChannel[Change] | None = None
+
+    async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            if self._changes is not None:
+                self._changes.close()
+            if self._account_id is not None:
+                self._locks.release(self._account_id)
+
+    async def _loop(self) -> None:
+        core = self._core
+        while True:
+            event = core.next_event()
+            sent = False
+            # RFC 1939 3: the autologout timer covers a client that stops
+            # talking and also one that stops reading our replies.
+            with trio.move_on_after(self._idle_seconds) as idle:
+                sent = await net.send_all(self._stream, core.data_to_send())
+                if sent and event is None:
+                    core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
+            if idle.cancelled_caught:
+                self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
+                core.timed_out()
+                with trio.move_on_after(1):
+                    await net.send_all(self._stream, core.data_to_send())
+                return
+            if not sent:
+                return
+            if event is None:
+                continue
+            if isinstance(event, CloseConnection):
+                return
+            if not await self._answer(event):
+                return
+
+    async def _answer(self, event: Event) -> bool:
+        """Act on one event; False ends the session (failed TLS handshake)."""
+        if isinstance(event, Authenticate):
+            await self._authenticate(event)
+        elif isinstance(event, FetchMessage):
+            await self._fetch(event)
+        elif isinstance(event, CommitDeletions):
+            await self._commit(event)
+        elif isinstance(event, StartTls):
+            return await self._start_tls()
+        return True
+
+    async def _start_tls(self) -> bool:
+        with trio.move_on_after(net.HANDSHAKE_SECONDS):
+            try:
+                self._stream = await net.start_tls(self._stream, self._ctx.tls)
+            except trio.BrokenResourceError as exc:
+                self._log.info("pop3 STLS handshake failed: %s", exc.__cause__ or exc)
+                return False
+            self._core.tls_started()
+            return True
+        self._log.info("pop3 STLS handshake timed out")
+        return False
+
+    async def _authenticate(self, event: Authenticate) -> None:
+        creds = event.credentials
+        account = await self._ctx.auth.verify_credentials(creds, peer_ip=self._peer.ip)
+        if account is None:
+            self._core.login_failed(LoginFailure.AUTH)
+            return
+        if not self._locks.acquire(account.id):
+            self._log.info("pop3 maildrop in use user=%r", account.address)
+            self._core.login_failed(LoginFailure.IN_USE)
+            return
+        try:
+            maildrop = await self._open_maildrop(account.id)
+        except StoreError as exc:
+            self._locks.release(account.id)
+            self._log.warning("pop3 cannot open maildrop user=%r: %s", account.address, exc)
+            self._core.login_failed(LoginFailure.SYS_TEMP)
+            return
+        self._account_id = account.id
+        self._log.info("pop3 login user=%r messages=%d", account.address, len(maildrop))
+        self._core.authenticated(maildrop)
+
+    async def _open_maildrop(self, account_id: int) -> Maildrop:
+        """Snapshot the INBOX (RFC 1939 3: fixed for the session).  The change
+        subscription is taken first so an IMAP expunge racing with the
+        snapshot is still seen."""
+        store = self._ctx.store
+        inbox = await store.get_mailbox(account_id, "INBOX")
+        if inbox is None:
+            raise NotFound("the account has no INBOX")
+        self._changes = store.subscribe(account_id)
+        records = await store.list_messages(inbox.id)
+        self._inbox = inbox
+        return Maildrop(inbox.uidvalidity, [(r.uid, r.size, r.content_id) for r in records])
+
+    def _note_expunges(self, maildrop: Maildrop) -> None:
+        """Apply what other sessions expunged since the last look."""
+        if self._changes is None or self._inbox is None:
+            return
+        while True:
+            try:
+                change = self._changes.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if (
+                change.kind is ChangeKind.MESSAGE_EXPUNGED
+                and change.mailbox_id == self._inbox.id
+                and change.uid is not None
+            ):
+                maildrop.mark_gone(change.uid)
+
+    async def _fetch(self, event: FetchMessage) -> None:
+        maildrop = self._core.maildrop
+        assert maildrop is not None
+        self._note_expunges(maildrop)
+        if maildrop.is_gone(event.message):
+            self._core.message_fetched(None)
+            return
+        try:
+            raw = await self._ctx.store.read_content(event.message.content_id)
+        except NotFound:
+            self._core.message_fetched(None)
+        except StoreError as exc:
+            self._log.warning("pop3 read failed uid=%d: %s", event.message.uid, exc)
+            self._core.fetch_failed()
+        else:
+            self._core.message_fetched(raw)
+
+    async def _commit(self, event: CommitDeletions) -> None:
+        """RFC 1939 6 UPDATE: remove exactly the messages this session marked.
+        Ones another session already expunged are simply no longer there."""
+        assert self._inbox is not None
+        store = self._ctx.store
+        try:
+            await store.set_flags(self._inbox.id, event.uids, "add", ["\\Deleted"])
+            removed = await store.expunge(self._inbox.id, event.uids)
+        except StoreError as exc:
+            self._log.warning("pop3 update failed: %s", exc)
+            self._core.deletions_committed(False)
+            return
+        self._log.info("pop3 update removed=%d marked=%d", len(removed), len(event.uids))
+        self._core.deletions_committed(True)
+
+
+async def serve(
+    ctx: ServiceContext, *, task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``[pop3] listen`` (STLS) and ``tls_listen`` (implicit TLS, port 995)."""
+    config = ctx.config.pop3
+    limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+    locks = MaildropLocks(ctx.config.data_path / "pop3-locks")
+
+    async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
+        await Session(ctx, locks, stream, peer).run()
+
+    async with trio.open_nursery() as nursery:
+        bound: list[net.Bound] = []
+        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
+            if endpoints:
+                bound += await nursery.start(
+                    partial(
+                        net.serve_endpoints,
+                        "pop3",
+                        handler,
+                        endpoints,
+                        tls=tls,
+                        limits=limits,
+                        refuse=_refuse,
+                    )
+                )
+        task_status.started(bound)
