@@ -297,6 +297,10 @@ async def serve_endpoints(
     ``task_status.started``.  Returns once the listeners are closed by a
     :class:`Drain` and every connection has ended.
     """
+    if not endpoints:
+        # e.g. a service with tls_listen but no listen: nothing to serve here.
+        task_status.started([])
+        return
     listeners = await _open_listeners(endpoints)
     bound = []
     for listener in listeners:

@@ -127,6 +127,12 @@ async def test_ipv6_literal_and_several_endpoints() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_no_endpoints_reports_nothing_and_returns() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            assert await start(nursery, echo, endpoints=()) == []
+
+
 async def test_bind_failure_propagates_before_started() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
