@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,9 @@ import trio
 
 import mailstack
 from mailstack.auth.passwords import PasswordHasher
-from mailstack.config import load_config
+from mailstack.cli import DEV_HOST, DEV_PORTS, DEV_WEBSOCKET_PORT, dev_config
+from mailstack.config import Config, load_config
+from mailstack.store.store import Store
 
 # The checkout's package, whether or not it is installed into the venv.
 SOURCE_ROOT = str(Path(mailstack.__file__).resolve().parents[1])
@@ -104,11 +107,11 @@ def db(config_file: Path) -> Path:
     return config_file
 
 
-def stored_hash(config_file: Path, address: str) -> str | None:
-    from mailstack.store.store import Store
+def stored_hash(config: Config, address: str) -> str | None:
+    """The password hash the real store holds for ``address``."""
 
     async def lookup() -> str | None:
-        store = await Store.open(load_config(config_file))
+        store = await Store.open(config)
         try:
             account = await store.get_account(address)
         finally:
@@ -228,7 +231,7 @@ def test_user_add_reads_password_from_stdin(db: Path) -> None:
     out = assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="s3cret\n"))
     assert "alice@example.test" in out
     hasher = PasswordHasher(load_config(db).auth)
-    password_hash = stored_hash(db, "alice@example.test")
+    password_hash = stored_hash(load_config(db), "alice@example.test")
     assert password_hash is not None
     assert hasher.verify(password_hash, "s3cret")
     assert not hasher.verify(password_hash, "s3cret\n")
@@ -268,7 +271,7 @@ def test_user_passwd(db: Path) -> None:
     assert_ok(mailstack_cmd("user", "add", "alice@example.test", config=db, stdin="old\n"))
     assert_ok(mailstack_cmd("user", "passwd", "alice@example.test", config=db, stdin="new pw\n"))
     hasher = PasswordHasher(load_config(db).auth)
-    password_hash = stored_hash(db, "alice@example.test")
+    password_hash = stored_hash(load_config(db), "alice@example.test")
     assert password_hash is not None
     assert hasher.verify(password_hash, "new pw")
     assert not hasher.verify(password_hash, "old")
@@ -281,7 +284,7 @@ def test_user_del(db: Path) -> None:
     assert_ok(mailstack_cmd("user", "add", "bob@example.test", config=db, stdin="pw\n"))
     assert_ok(mailstack_cmd("user", "del", "alice@example.test", config=db))
     assert assert_ok(mailstack_cmd("user", "list", config=db)) == "bob@example.test\n"
-    assert stored_hash(db, "alice@example.test") is None
+    assert stored_hash(load_config(db), "alice@example.test") is None
     assert_fails(mailstack_cmd("user", "del", "alice@example.test", config=db), 1)
 
 
@@ -370,3 +373,60 @@ def test_alias_needs_targets_and_a_local_domain(db: Path) -> None:
 def test_serve_unknown_service(db: Path) -> None:
     # A config error (exit 2): a systemd unit `mailstack serve %i` must not restart-loop.
     assert_fails(mailstack_cmd("serve", "gopher", config=db), 2, "gopher", "unknown service")
+
+
+# -- mailstack dev ------------------------------------------------------------------
+
+DEV_PORT_LIST = [p for pair in DEV_PORTS.values() for p in pair if p] + [DEV_WEBSOCKET_PORT]
+
+
+def _ports_free() -> bool:
+    for port in DEV_PORT_LIST:
+        with socket.socket() as sock:
+            try:
+                sock.bind((DEV_HOST, port))
+            except OSError:
+                return False
+    return True
+
+
+def run_dev_until_banner(data_dir: Path) -> tuple[str, str, int]:
+    """Start `mailstack dev`, read its banner, stop it with Ctrl-C (SIGINT)."""
+    argv = [sys.executable, "-m", "mailstack", "dev", "--data-dir", str(data_dir)]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    ) as proc:
+        assert proc.stdout is not None
+        banner = []
+        for line in proc.stdout:
+            banner.append(line)
+            if "Ctrl-C" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    return "".join(banner) + rest, err, proc.returncode
+
+
+@pytest.mark.skipif(not _ports_free(), reason="mailstack dev ports are in use on this host")
+def test_dev_prints_settings_and_keeps_the_password(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    out, err, status = run_dev_until_banner(data_dir)
+    assert status in (0, 130), err
+    assert "Traceback" not in err
+    for port in DEV_PORT_LIST:
+        assert str(port) in out
+    assert "demo@example.test" in out
+    password = next(line.split()[-1] for line in out.splitlines() if "password" in line)
+    assert (data_dir / "demo-password").read_text().strip() == password
+    cert = data_dir / "tls" / "cert.pem"
+    assert cert.is_file() and str(cert.resolve()) in out
+
+    # A second run prints the same password and the account accepts it.
+    out_again, err, status = run_dev_until_banner(data_dir)
+    assert status in (0, 130), err
+    assert f"password    {password}" in out_again
+
+    config = dev_config(data_dir)
+    password_hash = stored_hash(config, "demo@example.test")
+    assert password_hash is not None
+    assert PasswordHasher(config.auth).verify(password_hash, password)
