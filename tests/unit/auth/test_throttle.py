@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +36,7 @@ def fail(
 
 
 def test_free_failures_then_doubling_delay_capped() -> None:
-    delays = fail(Throttle(AuthConfig(**{**_fields(AUTH), "lockout_failures": 0})), 12)
+    delays = fail(Throttle(dataclasses.replace(AUTH, lockout_failures=0)), 12)
     assert delays == [0, 0, 0, 1, 2, 4, 8, 16, 30, 30, 30, 30]
 
 
@@ -86,7 +88,7 @@ def test_success_clears_account_and_address_counters() -> None:
 
 
 def test_memory_is_bounded_and_oldest_entries_go_first() -> None:
-    throttle = Throttle(AuthConfig(**{**_fields(AUTH), "throttle_max_entries": 10}))
+    throttle = Throttle(dataclasses.replace(AUTH, throttle_max_entries=10))
     for i in range(100):
         throttle.record_failure(f"10.0.0.{i}", f"u{i}@x.test", float(i))
     assert len(throttle) == 10
@@ -107,7 +109,7 @@ def test_memory_is_bounded_and_oldest_entries_go_first() -> None:
     )
 )
 def test_invariants_under_random_traffic(events: list[tuple[str, str, float, bool]]) -> None:
-    auth = AuthConfig(**{**_fields(AUTH), "throttle_max_entries": 4})
+    auth = dataclasses.replace(AUTH, throttle_max_entries=4)
     throttle = Throttle(auth)
     now = 0.0
     for ip, account, step, failed in events:
@@ -129,7 +131,3 @@ def test_huge_failure_counts_never_overflow(count: int) -> None:
     throttle = Throttle(auth)
     fail(throttle, count)
     assert 0.0 <= throttle.delay_for("192.0.2.1", "a@x.test", 0.0) <= 1e300
-
-
-def _fields(auth: AuthConfig) -> dict[str, object]:
-    return {name: getattr(auth, name) for name in auth.__dataclass_fields__}
