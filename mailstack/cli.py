@@ -34,6 +34,7 @@ from mailstack.config import (
     load_config,
 )
 from mailstack.logs import setup_logging
+from mailstack.store.records import StoreError
 
 if TYPE_CHECKING:
     from mailstack.store.store import Store
@@ -489,8 +490,6 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mailstack.store.records import StoreError
-
     debug = False
     try:
         args = build_parser().parse_args(argv)
@@ -506,6 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, ConfigError):
             return _fail(str(exc), EXIT_CONFIG)
         if isinstance(exc, CliError | StoreError):
+            return _fail(str(exc), EXIT_ERROR)
+        if isinstance(exc, OSError) and not debug:
+            # e.g. trio's "error while attempting to bind on address ...: address
+            # already in use", or an unreadable file: the OS message says it.
             return _fail(str(exc), EXIT_ERROR)
         if debug or not isinstance(exc, Exception):
             raise
