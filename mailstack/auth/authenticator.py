@@ -19,7 +19,7 @@ from mailstack.auth.sasl import Credentials
 from mailstack.auth.throttle import Throttle
 from mailstack.config import Config
 from mailstack.secret import Secret
-from mailstack.store.records import AccountRecord, StoreError
+from mailstack.store.records import AccountRecord, InvalidName, NotFound, StoreError
 from mailstack.store.store import Store
 
 log = logging.getLogger("mailstack.auth")
@@ -40,7 +40,9 @@ class Authenticator:
     async def verify(
         self, username: str, password: Secret[str], *, peer_ip: str
     ) -> AccountRecord | None:
-        """The account when ``password`` is right; None for every kind of failure."""
+        """The account when ``password`` is right; None for every kind of failure
+        (unknown user, wrong password, locked out).  Raises
+        :class:`~mailstack.store.records.TemporaryFailure` when the store is down."""
         if self.is_locked_out(peer_ip, username):
             # No hash while locked out: the lockout exists to stop guessing,
             # and skipping the work keeps an attack from burning CPU.
@@ -81,10 +83,11 @@ class Authenticator:
     async def _lookup(self, username: str) -> AccountRecord | None:
         try:
             return await self._store.get_account(username)
-        except StoreError as exc:
-            # A malformed address is just an unknown user; a database outage
-            # also fails the login (after the same work) rather than crash.
-            log.info("auth lookup failed user=%r: %s", username, exc)
+        except (InvalidName, NotFound):
+            # A malformed address is just an unknown user.  TemporaryFailure
+            # (database down) propagates: the client must get a temporary
+            # error (SMTP 454, IMAP [UNAVAILABLE], POP3 [SYS/TEMP]), not
+            # "wrong password", and it must not count as a failed guess.
             return None
 
     def _check(self, stored_hash: str | None, password: Secret[str]) -> bool:
