@@ -28,7 +28,14 @@ from mailstack.pop3.protocol import (
     StartTls,
 )
 from mailstack.service import ServiceContext
-from mailstack.store.records import Change, ChangeKind, MailboxRecord, NotFound, StoreError
+from mailstack.store.records import (
+    Change,
+    ChangeKind,
+    MailboxRecord,
+    NotFound,
+    StoreError,
+    TemporaryFailure,
+)
 
 logger = logging.getLogger("mailstack.pop3")
 
@@ -128,7 +135,12 @@ class Session:
 
     async def _authenticate(self, event: Authenticate) -> None:
         creds = event.credentials
-        account = await self._ctx.auth.verify_credentials(creds, peer_ip=self._peer.ip)
+        try:
+            account = await self._ctx.auth.verify_credentials(creds, peer_ip=self._peer.ip)
+        except TemporaryFailure as exc:
+            self._log.warning("pop3 login impossible, store unavailable: %s", exc)
+            self._core.login_failed(LoginFailure.SYS_TEMP)
+            return
         if account is None:
             self._core.login_failed(LoginFailure.AUTH)
             return
