@@ -1,0 +1,160 @@
+"""SQLAlchemy 2.0 typed models: the whole schema in one place.
+
+The Alembic revisions in ``migrations/versions`` must describe exactly these
+tables (a unit test compares them with autogenerate).  Message content lives
+in ``message_contents`` inside the database, so one commit (one fsync) makes a
+delivery durable and every PostgreSQL front end sees the same bytes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names so later batch migrations (SQLite table rebuilds)
+# can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Counter row name for UIDVALIDITY values (see transactions.next_uidvalidity).
+UIDVALIDITY_COUNTER = "uidvalidity"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Counter(Base):
+    """Named global counters (UIDVALIDITY must never repeat for a name)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # lower case
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    # As created: local part as given, domain lower case.
+    address: Mapped[str] = mapped_column(String(320))
+    # Lookup key: the whole address lower case (local parts are matched
+    # case-insensitively, as nearly every MTA does despite RFC 5321 2.4).
+    address_key: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    quota_messages: Mapped[int | None] = mapped_column(BigInteger)
+    # Usage kept in step with messages in the same transactions, so a quota
+    # check is one row read rather than a scan of every mailbox.
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_messages: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
+    alias: Mapped[str] = mapped_column(String(320))  # "user@domain" or "@domain"
+    alias_key: Mapped[str] = mapped_column(String(320), unique=True)
+    targets: Mapped[list[str]] = mapped_column(JSON)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1000))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uidnext: Mapped[int] = mapped_column(BigInteger)
+    highestmodseq: Mapped[int] = mapped_column(BigInteger)
+    subscribed: Mapped[bool] = mapped_column(Boolean)
+    special_use: Mapped[str | None] = mapped_column(String(32))
+
+
+class MessageContent(Base):
+    __tablename__ = "message_contents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "uid"),
+        # CONDSTORE CHANGEDSINCE / QRESYNC (RFC 7162) look up by modseq.
+        Index("ix_messages_mailbox_id_modseq", "mailbox_id", "modseq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    uid: Mapped[int] = mapped_column(BigInteger)
+    modseq: Mapped[int] = mapped_column(BigInteger)
+    # Space-separated, sorted; \Seen and \Deleted are mirrored in columns so
+    # STATUS UNSEEN and EXPUNGE are plain indexed queries.
+    flags: Mapped[str] = mapped_column(Text)
+    seen: Mapped[bool] = mapped_column(Boolean)
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    internal_date: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # Copies share one content row; it is removed with its last message.
+    content_id: Mapped[int] = mapped_column(ForeignKey("message_contents.id"), index=True)
+    envelope: Mapped[Any] = mapped_column(JSON)
+    bodystructure: Mapped[Any] = mapped_column(JSON)
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+
+
+class ChangeLog(Base):
+    """Append-only; ``id`` is the global cursor every watcher tails."""
+
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_mailbox_id_modseq", "mailbox_id", "modseq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # No foreign keys: rows outlive deleted mailboxes and accounts.
+    account_id: Mapped[int] = mapped_column(Integer, index=True)
+    mailbox_id: Mapped[int] = mapped_column(Integer)
+    mailbox_name: Mapped[str] = mapped_column(String(1000))
+    modseq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    uid: Mapped[int | None] = mapped_column(BigInteger)
+    flags: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
