@@ -81,6 +81,10 @@ class Maildrop:
         """UIDs to remove in the UPDATE state."""
         return tuple(self._messages[n - 1].uid for n in sorted(self._deleted))
 
+    def uids(self) -> list[int]:
+        """Every UID of the snapshot, deleted-marked or not."""
+        return [m.uid for m in self._messages]
+
     def mark_gone(self, uid: int) -> None:
         """Another session expunged this message: it stays numbered (numbers
         must not shift), but retrieving it fails."""

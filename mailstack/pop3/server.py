@@ -167,19 +167,38 @@ class Session:
         inbox = await store.get_mailbox(account_id, "INBOX")
         if inbox is None:
             raise NotFound("the account has no INBOX")
-        self._changes = store.subscribe(account_id)
+        self._watch_changes(account_id)
         records = await store.list_messages(inbox.id)
         self._inbox = inbox
         return Maildrop(inbox.uidvalidity, [(r.uid, r.size, r.content_id) for r in records])
 
-    def _note_expunges(self, maildrop: Maildrop) -> None:
+    def _watch_changes(self, account_id: int) -> None:
+        try:
+            self._changes = self._ctx.store.subscribe(account_id)
+        except RuntimeError:
+            # The store's watcher is not running in this process (Store.run;
+            # subscribe is the one method that needs it).  A message another
+            # session expunges is then noticed only once its content is gone.
+            self._changes = None
+
+    async def _note_expunges(self, maildrop: Maildrop) -> None:
         """Apply what other sessions expunged since the last look."""
         if self._changes is None or self._inbox is None:
             return
         while True:
             try:
                 change = self._changes.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            except trio.WouldBlock:
+                return
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                # We fell behind and changes were dropped (watcher.py):
+                # subscribe again, then compare the snapshot with the INBOX.
+                self._changes.close()
+                self._watch_changes(self._inbox.account_id)
+                present = {r.uid for r in await self._ctx.store.list_messages(self._inbox.id)}
+                for uid in maildrop.uids():
+                    if uid not in present:
+                        maildrop.mark_gone(uid)
                 return
             if (
                 change.kind is ChangeKind.MESSAGE_EXPUNGED
@@ -191,11 +210,11 @@ class Session:
     async def _fetch(self, event: FetchMessage) -> None:
         maildrop = self._core.maildrop
         assert maildrop is not None
-        self._note_expunges(maildrop)
-        if maildrop.is_gone(event.message):
-            self._core.message_fetched(None)
-            return
         try:
+            await self._note_expunges(maildrop)
+            if maildrop.is_gone(event.message):
+                self._core.message_fetched(None)
+                return
             raw = await self._ctx.store.read_content(event.message.content_id)
         except NotFound:
             self._core.message_fetched(None)

@@ -571,6 +571,8 @@ def test_unique_ids_are_stable_and_valid() -> None:
     first = Maildrop(42, [(1, 10, 1), (9, 20, 2)])
     second = Maildrop(42, [(9, 20, 2)])
     assert first.get(2).unique_id == second.get(1).unique_id == unique_id(42, 9)
+    first.delete(1)
+    assert first.uids() == [1, 9]  # the whole snapshot, marked or not
     for message in first.live():
         assert 1 <= len(message.unique_id) <= 70
         assert all(0x21 <= ord(c) <= 0x7E for c in message.unique_id)
