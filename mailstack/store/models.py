@@ -48,6 +48,12 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# SQLite reuses the largest rowid after a delete unless the table says
+# AUTOINCREMENT; ids of accounts, mailboxes and messages appear in the change
+# log and in clients' state, so they must never be handed out twice.
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
+
 class Counter(Base):
     """Named global counters (UIDVALIDITY must never repeat for a name)."""
 
@@ -59,6 +65,7 @@ class Counter(Base):
 
 class Domain(Base):
     __tablename__ = "domains"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)  # lower case
@@ -66,6 +73,7 @@ class Domain(Base):
 
 class Account(Base):
     __tablename__ = "accounts"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
@@ -86,6 +94,7 @@ class Account(Base):
 
 class Alias(Base):
     __tablename__ = "aliases"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"), index=True)
@@ -96,7 +105,7 @@ class Alias(Base):
 
 class Mailbox(Base):
     __tablename__ = "mailboxes"
-    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    __table_args__ = (UniqueConstraint("account_id", "name"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -110,6 +119,7 @@ class Mailbox(Base):
 
 class MessageContent(Base):
     __tablename__ = "message_contents"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
@@ -121,6 +131,7 @@ class Message(Base):
         UniqueConstraint("mailbox_id", "uid"),
         # CONDSTORE CHANGEDSINCE / QRESYNC (RFC 7162) look up by modseq.
         Index("ix_messages_mailbox_id_modseq", "mailbox_id", "modseq"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -145,7 +156,10 @@ class ChangeLog(Base):
     """Append-only; ``id`` is the global cursor every watcher tails."""
 
     __tablename__ = "change_log"
-    __table_args__ = (Index("ix_change_log_mailbox_id_modseq", "mailbox_id", "modseq"),)
+    __table_args__ = (
+        Index("ix_change_log_mailbox_id_modseq", "mailbox_id", "modseq"),
+        NO_ID_REUSE,
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # No foreign keys: rows outlive deleted mailboxes and accounts.

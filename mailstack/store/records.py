@@ -53,6 +53,14 @@ class TemporaryFailure(StoreError):
     """The database is unavailable; the caller should answer with a 4xx/[UNAVAILABLE]."""
 
 
+class SchemaOutOfDate(StoreError):
+    """The database schema is missing or older than this code: run `mailstack db upgrade`."""
+
+
+class InUse(StoreError):
+    """Deleting something others still depend on (a domain with accounts or aliases)."""
+
+
 class ChangeKind(enum.Enum):
     MESSAGE_NEW = "message.new"
     MESSAGE_FLAGS = "message.flags"

@@ -1,22 +1,42 @@
 """The one async API the protocol services call.
 
-INTERFACE DRAFT (to be implemented by the store work): each method runs one
-whole unit of work in a worker thread via
-``trio.to_thread.run_sync(fn, ..., limiter=self._limiter)`` and returns records
-from ``records.py``.  Writes that store messages go through the group-commit
-writer.  Method names and signatures here are what the protocol services code
-against; extend, do not rename.
+Each method runs one whole unit of work from ``transactions.py`` in a worker
+thread (``trio.to_thread.run_sync`` with a CapacityLimiter sized to the
+connection pool) and returns frozen records from ``records.py``.  Every write
+goes through the group-commit writer (``writer.py``): it returns only after
+its transaction committed.  Database outages surface as
+:class:`~mailstack.store.records.TemporaryFailure`.
+
+Lifecycle::
+
+    async with open_store(config) as store:   # engine, writer and watcher
+        ...
+
+or, for a caller with its own nursery: ``store = await Store.open(config)``,
+``await nursery.start(store.run)`` (group commit and change notifications),
+and ``await store.aclose()`` at the end.  Without ``run`` every method still
+works (each write commits alone) except :meth:`Store.subscribe`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Literal
+import functools
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
 
 import trio
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
+from mailstack import mime
 from mailstack.config import Config
+from mailstack.store import engine as engines
+from mailstack.store import names
+from mailstack.store import transactions as tx
+from mailstack.store.migrate import current_revision_of, head_revision
 from mailstack.store.records import (
     AccountRecord,
     AliasRecord,
@@ -25,76 +45,210 @@ from mailstack.store.records import (
     MailboxRecord,
     MessageRecord,
     QuotaUsage,
+    SchemaOutOfDate,
     StoredMessage,
+    TemporaryFailure,
+    TooBig,
 )
+from mailstack.store.watcher import ChangeWatcher
+from mailstack.store.writer import GroupCommitWriter, Work
 
 FlagMode = Literal["add", "remove", "replace"]
 
+T = TypeVar("T")
+
+# SQLite readers run in parallel under WAL, but the machine's cores and the
+# GIL bound what more threads would buy.
+SQLITE_READ_THREADS = 4
+
+
+def _connect(config: Config) -> Engine:
+    """Create the engine and check the schema (worker thread)."""
+    url = config.database_url
+    engine = engines.create_engine(url, config.database)
+    try:
+        current = current_revision_of(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise TemporaryFailure(f"cannot reach the database: {exc.orig}") from None
+    head = head_revision()
+    if current != head:
+        engine.dispose()
+        state = "is empty" if current is None else f"is at revision {current}, not {head}"
+        raise SchemaOutOfDate(f"the database {state}: run `mailstack db upgrade`")
+    return engine
+
 
 class Store:
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self._config = config
+        self._engine = engine
+        postgresql = not engines.is_sqlite(engine.url)
+        self._reads = sessionmaker(engine, expire_on_commit=False)
+        self._writes = sessionmaker(engines.writer(engine), expire_on_commit=False)
+        if postgresql:
+            # One connection stays free for the writer thread.
+            total = config.database.pool_size + config.database.max_overflow
+            self._limiter = trio.CapacityLimiter(max(1, total - 1))
+        else:
+            self._limiter = trio.CapacityLimiter(SQLITE_READ_THREADS)
+        self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
+        self._writer = GroupCommitWriter(
+            self._writes,
+            max_batch=config.database.max_batch,
+            postgresql=postgresql,
+            on_commit=self._watcher.kick,
+        )
+
     @classmethod
     async def open(cls, config: Config) -> Store:
-        """Create the engine (SQLite pragmas / PG pool), check the schema is at head."""
-        raise NotImplementedError
+        """Create the engine (SQLite pragmas / PG pool), check the schema is at head.
+
+        Raises SchemaOutOfDate (run ``mailstack db upgrade``) or
+        TemporaryFailure (database unreachable)."""
+        engine = await trio.to_thread.run_sync(_connect, config)
+        return cls(config, engine)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the group-commit writer and the change watcher until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._writer.run)
+            await nursery.start(self._watcher.run)
+            task_status.started()
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        await trio.to_thread.run_sync(self._engine.dispose)
 
-    # -- domains, accounts, aliases ------------------------------------
-    async def add_domain(self, name: str) -> DomainRecord: ...
-    async def list_domains(self) -> list[DomainRecord]: ...
-    async def delete_domain(self, name: str) -> None: ...
-    async def is_local_domain(self, name: str) -> bool: ...
+    # -- plumbing ------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        return await trio.to_thread.run_sync(
+            functools.partial(self._read_sync, fn, *args), limiter=self._limiter
+        )
+
+    def _read_sync(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            with self._reads() as session, session.begin():
+                return fn(session, *args)
+        except DBAPIError as exc:
+            raise TemporaryFailure(f"database unavailable: {exc.orig}") from None
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(session, *args)`` through the group-commit writer."""
+
+        def prepare() -> Callable[[Session], T]:
+            return lambda session: fn(session, *args)
+
+        return await self._write_prepared(prepare)
+
+    async def _write_prepared(self, prepare: Callable[[], Callable[[Session], T]]) -> T:
+        return await self._writer.submit(Work(prepare=prepare))
+
+    # -- domains, accounts, aliases ------------------------------------------
+
+    async def add_domain(self, name: str) -> DomainRecord:
+        return await self._write(tx.add_domain, name)
+
+    async def list_domains(self) -> list[DomainRecord]:
+        return await self._read(tx.list_domains)
+
+    async def delete_domain(self, name: str) -> None:
+        """Raises InUse while the domain still has accounts or aliases."""
+        await self._write(tx.delete_domain, name)
+
+    async def is_local_domain(self, name: str) -> bool:
+        return await self._read(tx.is_local_domain, name)
 
     async def add_account(self, address: str, password_hash: str) -> AccountRecord:
         """Create the account and its default mailboxes (records.DEFAULT_MAILBOXES)."""
-        raise NotImplementedError
+        return await self._write(tx.add_account, address, password_hash)
 
-    async def get_account(self, address: str) -> AccountRecord | None: ...
-    async def get_account_by_id(self, account_id: int) -> AccountRecord | None: ...
-    async def list_accounts(self) -> list[AccountRecord]: ...
-    async def set_password_hash(self, address: str, password_hash: str) -> None: ...
+    async def get_account(self, address: str) -> AccountRecord | None:
+        return await self._read(tx.get_account, address)
+
+    async def get_account_by_id(self, account_id: int) -> AccountRecord | None:
+        return await self._read(tx.get_account_by_id, account_id)
+
+    async def list_accounts(self) -> list[AccountRecord]:
+        return await self._read(tx.list_accounts)
+
+    async def set_password_hash(self, address: str, password_hash: str) -> None:
+        await self._write(tx.set_password_hash, address, password_hash)
+
     async def set_quota(
         self, address: str, quota_bytes: int | None, quota_messages: int | None
-    ) -> None: ...
-    async def delete_account(self, address: str) -> None: ...
+    ) -> None:
+        await self._write(tx.set_quota, address, quota_bytes, quota_messages)
 
-    async def add_alias(self, alias: str, targets: Sequence[str]) -> AliasRecord: ...
-    async def list_aliases(self) -> list[AliasRecord]: ...
-    async def delete_alias(self, alias: str) -> None: ...
+    async def delete_account(self, address: str) -> None:
+        """Deletes the account with all its mailboxes and messages."""
+        await self._write(tx.delete_account, address)
+
+    async def add_alias(self, alias: str, targets: Sequence[str]) -> AliasRecord:
+        return await self._write(tx.add_alias, alias, tuple(targets))
+
+    async def list_aliases(self) -> list[AliasRecord]:
+        return await self._read(tx.list_aliases)
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._write(tx.delete_alias, alias)
 
     async def resolve_recipient(self, address: str) -> list[AccountRecord] | None:
         """Final accounts for a local address (aliases, catch-all expanded,
         duplicates collapsed), or None when the address is not deliverable."""
-        raise NotImplementedError
+        return await self._read(tx.resolve_recipient, address)
 
     async def addresses_owned_by(self, account_id: int) -> list[str]:
         """The account's address plus every alias that resolves to it only."""
-        raise NotImplementedError
+        return await self._read(tx.addresses_owned_by, account_id)
 
-    # -- mailboxes -------------------------------------------------------
-    async def list_mailboxes(self, account_id: int) -> list[MailboxRecord]: ...
+    # -- mailboxes -------------------------------------------------------------
+
+    async def list_mailboxes(self, account_id: int) -> list[MailboxRecord]:
+        return await self._read(tx.list_mailboxes, account_id)
+
     async def get_mailbox(self, account_id: int, name: str) -> MailboxRecord | None:
         """INBOX is matched case-insensitively."""
-        raise NotImplementedError
+        return await self._read(tx.get_mailbox, account_id, name)
+
+    async def get_mailbox_by_id(self, mailbox_id: int) -> MailboxRecord | None:
+        """Current counters of a mailbox (e.g. to refresh a selected mailbox)."""
+        return await self._read(tx.get_mailbox_by_id, mailbox_id)
 
     async def create_mailbox(
         self, account_id: int, name: str, special_use: str | None = None
-    ) -> MailboxRecord: ...
-    async def delete_mailbox(self, account_id: int, name: str) -> None: ...
+    ) -> MailboxRecord:
+        return await self._write(tx.create_mailbox, account_id, name, special_use)
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None:
+        await self._write(tx.delete_mailbox, account_id, name)
+
     async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
         """Renaming INBOX moves its messages to a new mailbox (RFC 9051 6.3.6)."""
-        raise NotImplementedError
+        await self._write(tx.rename_mailbox, account_id, old, new)
 
-    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None: ...
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        await self._write(tx.set_subscribed, account_id, name, subscribed)
 
-    # -- messages ---------------------------------------------------------
+    # -- messages ----------------------------------------------------------------
+
     async def deliver(
         self, account_ids: Iterable[int], raw: bytes, *, internal_date: datetime | None = None
     ) -> list[StoredMessage]:
         """Store one copy in each account's INBOX; returns after a durable (group) commit.
-        Raises OverQuota / TooBig."""
-        raise NotImplementedError
+        Raises OverQuota / TooBig.  All or nothing: if one account is over
+        quota nobody gets the message (deliver per account for per-recipient
+        results)."""
+        if len(raw) > self._config.smtp.max_message_bytes:
+            raise TooBig(f"message is larger than {self._config.smtp.max_message_bytes} bytes")
+        ids = list(account_ids)
+        when = internal_date or datetime.now(UTC)
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analysis = mime.analyze(raw)
+            return lambda session: tx.deliver(session, ids, raw, analysis, when)
+
+        return await self._write_prepared(prepare)
 
     async def append(
         self,
@@ -104,14 +258,25 @@ class Store:
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
     ) -> StoredMessage:
-        """IMAP APPEND; durable (group) commit before returning."""
-        raise NotImplementedError
+        """IMAP APPEND; durable (group) commit before returning.  The size
+        limit is [imap] max_literal_bytes (the APPENDLIMIT, RFC 7889)."""
+        if len(raw) > self._config.imap.max_literal_bytes:
+            raise TooBig(f"message is larger than {self._config.imap.max_literal_bytes} bytes")
+        flag_set = names.normalize_flags(flags)
+        when = internal_date or datetime.now(UTC)
+
+        def prepare() -> Callable[[Session], StoredMessage]:
+            analysis = mime.analyze(raw)
+            return lambda session: tx.append(session, mailbox_id, raw, analysis, flag_set, when)
+
+        return await self._write_prepared(prepare)
 
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""
-        raise NotImplementedError
+        return await self._read(tx.list_messages, mailbox_id, since_uid)
 
-    async def read_content(self, content_id: int) -> bytes: ...
+    async def read_content(self, content_id: int) -> bytes:
+        return await self._read(tx.read_content, content_id)
 
     async def set_flags(
         self,
@@ -122,30 +287,62 @@ class Store:
         *,
         unchanged_since: int | None = None,
     ) -> tuple[list[MessageRecord], list[int]]:
-        """Returns (changed messages with new flags/modseq, uids failing UNCHANGEDSINCE)."""
-        raise NotImplementedError
+        """Returns (changed messages with new flags/modseq, uids failing UNCHANGEDSINCE).
+        Messages whose flags do not actually change are in neither list."""
+        flag_set = names.normalize_flags(flags)
+        return await self._write(
+            tx.set_flags, mailbox_id, tuple(uids), mode, flag_set, unchanged_since
+        )
 
     async def copy_messages(
         self, src_mailbox_id: int, uids: Sequence[int], dest_mailbox_id: int
     ) -> list[tuple[int, int]]:
         """(source uid, new uid) pairs; raises OverQuota."""
-        raise NotImplementedError
+        return await self._write(tx.copy_messages, src_mailbox_id, tuple(uids), dest_mailbox_id)
 
     async def move_messages(
         self, src_mailbox_id: int, uids: Sequence[int], dest_mailbox_id: int
-    ) -> list[tuple[int, int]]: ...
+    ) -> list[tuple[int, int]]:
+        """(source uid, new uid) pairs; the source logs expunges (RFC 6851)."""
+        return await self._write(tx.move_messages, src_mailbox_id, tuple(uids), dest_mailbox_id)
 
     async def expunge(self, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove \\Deleted messages (restricted to uids when given); returns expunged uids."""
-        raise NotImplementedError
+        return await self._write(tx.expunge, mailbox_id, None if uids is None else tuple(uids))
 
-    async def quota_usage(self, account_id: int) -> QuotaUsage: ...
+    async def quota_usage(self, account_id: int) -> QuotaUsage:
+        return await self._read(tx.quota_usage, account_id)
 
     async def changes_since(self, change_id: int, *, limit: int = 1000) -> list[Change]:
         """Change-log rows with id > change_id (all accounts), oldest first."""
-        raise NotImplementedError
+        return await self._read(tx.changes_since, change_id, limit)
 
-    # -- change notifications ---------------------------------------------
+    async def _changes_batch(self, change_id: int, limit: int) -> list[Change]:
+        return await self.changes_since(change_id, limit=limit)
+
+    async def _last_change_id(self) -> int:
+        return await self._read(tx.last_change_id)
+
+    # -- change notifications ---------------------------------------------------
+
     def subscribe(self, account_id: int) -> trio.MemoryReceiveChannel[Change]:
-        """A bounded channel fed by this process's watcher with the account's changes."""
-        raise NotImplementedError
+        """A bounded channel fed by this process's watcher with the account's changes.
+
+        The channel ends (EndOfChannel) when the subscriber fell too far
+        behind or the store stops: subscribe again and resync (watcher.py)."""
+        return self._watcher.subscribe(account_id)
+
+
+@asynccontextmanager
+async def open_store(config: Config) -> AsyncIterator[Store]:
+    """Open the store and run its writer and watcher for the block's duration."""
+    store = await Store.open(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()

@@ -19,6 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # 64-bit ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
+# sqlite_autoincrement: ids are never reused after deletes (see models.py).
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -39,6 +40,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_domains")),
         sa.UniqueConstraint("name", name=op.f("uq_domains_name")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -61,6 +63,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("address_key", name=op.f("uq_accounts_address_key")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_accounts_domain_id"), "accounts", ["domain_id"])
 
@@ -79,6 +82,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_aliases")),
         sa.UniqueConstraint("alias_key", name=op.f("uq_aliases_alias_key")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_aliases_domain_id"), "aliases", ["domain_id"])
 
@@ -100,6 +104,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_mailboxes")),
         sa.UniqueConstraint("account_id", "name", name=op.f("uq_mailboxes_account_id_name")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -107,6 +112,7 @@ def upgrade() -> None:
         sa.Column("id", BIG_ID, nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_message_contents")),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -137,6 +143,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("mailbox_id", "uid", name=op.f("uq_messages_mailbox_id_uid")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_messages_content_id"), "messages", ["content_id"])
     op.create_index("ix_messages_mailbox_id_modseq", "messages", ["mailbox_id", "modseq"])
@@ -154,6 +161,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_change_log")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_change_log_account_id"), "change_log", ["account_id"])
     op.create_index("ix_change_log_mailbox_id_modseq", "change_log", ["mailbox_id", "modseq"])

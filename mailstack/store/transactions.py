@@ -1,0 +1,912 @@
+"""Synchronous units of work: ``f(session, ...) -> records``.
+
+Each function runs inside a transaction the caller (``store.py`` or the
+group-commit writer) opened, in a worker thread; none commits.  They return
+frozen records only, never ORM objects.
+
+Write rules kept by every function here:
+
+* UIDs come from ``mailbox.uidnext`` read under a row lock (``FOR UPDATE`` on
+  PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers), so
+  they strictly increase and are never reused (RFC 9051 2.3.1.1).
+* Every change bumps the mailbox's HIGHESTMODSEQ and writes change-log rows
+  in the same transaction (RFC 7162 3.1).
+* Locks are taken account first, then mailboxes in id order, so concurrent
+  PostgreSQL writers cannot deadlock on each other's rows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, delete, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from mailstack.mime import MessageAnalysis
+from mailstack.store import names
+from mailstack.store.models import (
+    UIDVALIDITY_COUNTER,
+    Account,
+    Alias,
+    ChangeLog,
+    Counter,
+    Domain,
+    Mailbox,
+    Message,
+    MessageContent,
+)
+from mailstack.store.records import (
+    DEFAULT_MAILBOXES,
+    AccountRecord,
+    AliasRecord,
+    AlreadyExists,
+    Change,
+    ChangeKind,
+    DomainRecord,
+    InUse,
+    InvalidName,
+    MailboxRecord,
+    MessageRecord,
+    NotFound,
+    OverQuota,
+    QuotaUsage,
+    StoredMessage,
+)
+
+# Bound on IN (...) lists: SQLite allows 32766 parameters, keep well under.
+CHUNK = 500
+# Alias expansion limits (loop protection and a bound on fan-out).
+MAX_ALIAS_DEPTH = 10
+MAX_ALIAS_EXPANSIONS = 1000
+
+
+def _chunks(items: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes; everything is stored in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# -- records ----------------------------------------------------------------
+
+
+def _domain_record(domain: Domain) -> DomainRecord:
+    return DomainRecord(id=domain.id, name=domain.name)
+
+
+def _account_record(account: Account) -> AccountRecord:
+    return AccountRecord(
+        id=account.id,
+        address=account.address,
+        password_hash=account.password_hash,
+        quota_bytes=account.quota_bytes,
+        quota_messages=account.quota_messages,
+    )
+
+
+def _alias_record(alias: Alias) -> AliasRecord:
+    return AliasRecord(id=alias.id, alias=alias.alias, targets=tuple(alias.targets))
+
+
+def _message_record(message: Message) -> MessageRecord:
+    return MessageRecord(
+        id=message.id,
+        mailbox_id=message.mailbox_id,
+        uid=message.uid,
+        modseq=message.modseq,
+        flags=names.flags_from_text(message.flags),
+        internal_date=_aware(message.internal_date),
+        size=message.size,
+        content_id=message.content_id,
+        envelope=message.envelope,
+        bodystructure=message.bodystructure,
+        headers=message.headers,
+    )
+
+
+def _mailbox_records(session: Session, mailboxes: Sequence[Mailbox]) -> list[MailboxRecord]:
+    stats: dict[int, tuple[int, int, int]] = {}
+    ids = [mailbox.id for mailbox in mailboxes]
+    for chunk in _chunks(ids):
+        rows = session.execute(
+            select(
+                Message.mailbox_id,
+                func.count(),
+                func.sum(case((Message.seen.is_(False), 1), else_=0)),
+                func.sum(Message.size),
+            )
+            .where(Message.mailbox_id.in_(chunk))
+            .group_by(Message.mailbox_id)
+        )
+        for mailbox_id, count, unseen, size in rows:
+            stats[mailbox_id] = (int(count), int(unseen or 0), int(size or 0))
+    records = []
+    for mailbox in mailboxes:
+        count, unseen, size = stats.get(mailbox.id, (0, 0, 0))
+        records.append(
+            MailboxRecord(
+                id=mailbox.id,
+                account_id=mailbox.account_id,
+                name=mailbox.name,
+                uidvalidity=mailbox.uidvalidity,
+                uidnext=mailbox.uidnext,
+                highestmodseq=mailbox.highestmodseq,
+                subscribed=mailbox.subscribed,
+                special_use=mailbox.special_use,
+                messages=count,
+                unseen=unseen,
+                size=size,
+            )
+        )
+    return records
+
+
+def _change_record(row: ChangeLog) -> Change:
+    return Change(
+        id=row.id,
+        account_id=row.account_id,
+        mailbox_id=row.mailbox_id,
+        mailbox_name=row.mailbox_name,
+        modseq=row.modseq,
+        kind=ChangeKind(row.kind),
+        uid=row.uid,
+        flags=None if row.flags is None else names.flags_from_text(row.flags),
+        detail=row.detail,
+    )
+
+
+# -- shared write helpers ----------------------------------------------------
+
+
+def _log(
+    session: Session,
+    mailbox: Mailbox,
+    kind: ChangeKind,
+    *,
+    uid: int | None = None,
+    flags: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        ChangeLog(
+            account_id=mailbox.account_id,
+            mailbox_id=mailbox.id,
+            mailbox_name=mailbox.name,
+            modseq=mailbox.highestmodseq,
+            kind=kind.value,
+            uid=uid,
+            flags=flags,
+            detail=detail or {},
+            created_at=_now(),
+        )
+    )
+
+
+def _bump(mailbox: Mailbox) -> int:
+    mailbox.highestmodseq += 1
+    return mailbox.highestmodseq
+
+
+def _lock_account(session: Session, account_id: int) -> Account:
+    account = session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        raise NotFound(f"no account with id {account_id}")
+    return account
+
+
+def _lock_mailbox(session: Session, mailbox_id: int) -> Mailbox:
+    mailbox = session.get(Mailbox, mailbox_id, with_for_update=True)
+    if mailbox is None:
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    return mailbox
+
+
+def _mailbox_account(session: Session, mailbox_id: int) -> int:
+    account_id = session.scalar(select(Mailbox.account_id).where(Mailbox.id == mailbox_id))
+    if account_id is None:
+        raise NotFound(f"no mailbox with id {mailbox_id}")
+    return account_id
+
+
+def _find_mailbox(session: Session, account_id: int, name: str, *, lock: bool = False) -> Mailbox:
+    query = select(Mailbox).where(
+        Mailbox.account_id == account_id, Mailbox.name == names.normalize_mailbox(name)
+    )
+    mailbox = session.scalar(query.with_for_update() if lock else query)
+    if mailbox is None:
+        raise NotFound(f"no mailbox named {name!r}")
+    return mailbox
+
+
+def _check_quota(account: Account, add_bytes: int, add_messages: int) -> None:
+    if account.quota_bytes is not None and account.used_bytes + add_bytes > account.quota_bytes:
+        raise OverQuota(f"{account.address} is over its storage quota")
+    if (
+        account.quota_messages is not None
+        and account.used_messages + add_messages > account.quota_messages
+    ):
+        raise OverQuota(f"{account.address} is over its message-count quota")
+
+
+def _use(account: Account, add_bytes: int, add_messages: int) -> None:
+    account.used_bytes += add_bytes
+    account.used_messages += add_messages
+
+
+def _delete_orphan_contents(session: Session, content_ids: Iterable[int]) -> None:
+    """Remove contents no message refers to any more (copies share a row)."""
+    ids = sorted(set(content_ids))
+    for chunk in _chunks(ids):
+        session.execute(
+            delete(MessageContent).where(
+                MessageContent.id.in_(chunk),
+                ~exists().where(Message.content_id == MessageContent.id),
+            )
+        )
+
+
+def next_uidvalidity(session: Session) -> int:
+    """A UIDVALIDITY larger than every one handed out before (RFC 9051 2.3.1.1:
+    a mailbox recreated with an old name must not reuse one)."""
+    counter = session.get(Counter, UIDVALIDITY_COUNTER, with_for_update=True)
+    if counter is None:
+        counter = Counter(name=UIDVALIDITY_COUNTER, value=0)
+        session.add(counter)
+    counter.value = max(counter.value + 1, int(time.time()))
+    return counter.value
+
+
+def _new_mailbox(session: Session, account_id: int, name: str, special_use: str | None) -> Mailbox:
+    mailbox = Mailbox(
+        account_id=account_id,
+        name=name,
+        uidvalidity=next_uidvalidity(session),
+        uidnext=1,
+        highestmodseq=1,
+        subscribed=True,
+        special_use=special_use,
+    )
+    session.add(mailbox)
+    session.flush()
+    _log(session, mailbox, ChangeKind.MAILBOX_CREATED)
+    return mailbox
+
+
+def _add_message(
+    session: Session,
+    account: Account,
+    mailbox: Mailbox,
+    *,
+    content_id: int,
+    size: int,
+    flags: frozenset[str],
+    internal_date: datetime,
+    analysis: MessageAnalysis,
+    modseq: int | None = None,
+) -> StoredMessage:
+    uid = mailbox.uidnext
+    mailbox.uidnext += 1
+    if modseq is None:
+        modseq = _bump(mailbox)
+    flags_text = names.flags_to_text(flags)
+    session.add(
+        Message(
+            mailbox_id=mailbox.id,
+            uid=uid,
+            modseq=modseq,
+            flags=flags_text,
+            seen="\\Seen" in flags,
+            deleted="\\Deleted" in flags,
+            internal_date=internal_date.astimezone(UTC),
+            size=size,
+            content_id=content_id,
+            envelope=analysis.envelope,
+            bodystructure=analysis.bodystructure,
+            headers=analysis.headers,
+        )
+    )
+    _use(account, size, 1)
+    _log(session, mailbox, ChangeKind.MESSAGE_NEW, uid=uid, flags=flags_text)
+    return StoredMessage(
+        account_id=account.id,
+        mailbox_id=mailbox.id,
+        uidvalidity=mailbox.uidvalidity,
+        uid=uid,
+        modseq=modseq,
+    )
+
+
+def _add_content(session: Session, raw: bytes) -> int:
+    content = MessageContent(data=raw)
+    session.add(content)
+    session.flush()
+    return content.id
+
+
+# -- domains, accounts, aliases ----------------------------------------------
+
+
+def add_domain(session: Session, name: str) -> DomainRecord:
+    domain_name = names.normalize_domain(name)
+    if session.scalar(select(Domain).where(Domain.name == domain_name)) is not None:
+        raise AlreadyExists(f"domain {domain_name} already exists")
+    domain = Domain(name=domain_name)
+    session.add(domain)
+    session.flush()
+    return _domain_record(domain)
+
+
+def list_domains(session: Session) -> list[DomainRecord]:
+    return [_domain_record(d) for d in session.scalars(select(Domain).order_by(Domain.name))]
+
+
+def _get_domain(session: Session, name: str) -> Domain:
+    domain = session.scalar(select(Domain).where(Domain.name == names.normalize_domain(name)))
+    if domain is None:
+        raise NotFound(f"{name} is not a local domain")
+    return domain
+
+
+def delete_domain(session: Session, name: str) -> None:
+    """Refuses (InUse) while accounts or aliases remain in the domain."""
+    domain = _get_domain(session, name)
+    for model in (Account, Alias):
+        if session.scalar(select(exists().where(model.domain_id == domain.id))):
+            raise InUse(f"domain {domain.name} still has accounts or aliases")
+    session.delete(domain)
+
+
+def is_local_domain(session: Session, name: str) -> bool:
+    try:
+        domain_name = names.normalize_domain(name)
+    except InvalidName:
+        return False
+    return bool(session.scalar(select(exists().where(Domain.name == domain_name))))
+
+
+def add_account(session: Session, address: str, password_hash: str) -> AccountRecord:
+    normalized = names.normalize_address(address)
+    domain = _get_domain(session, names.domain_of(normalized))
+    key = normalized.lower()
+    if session.scalar(select(exists().where(Account.address_key == key))):
+        raise AlreadyExists(f"account {normalized} already exists")
+    account = Account(
+        domain_id=domain.id,
+        address=normalized,
+        address_key=key,
+        password_hash=password_hash,
+        quota_bytes=None,
+        quota_messages=None,
+        used_bytes=0,
+        used_messages=0,
+        created_at=_now(),
+    )
+    session.add(account)
+    session.flush()
+    for mailbox_name, special_use in DEFAULT_MAILBOXES:
+        _new_mailbox(session, account.id, mailbox_name, special_use)
+    return _account_record(account)
+
+
+def _find_account(session: Session, address: str) -> Account | None:
+    try:
+        key = names.address_key(address)
+    except InvalidName:
+        return None
+    return session.scalar(select(Account).where(Account.address_key == key))
+
+
+def _require_account(session: Session, address: str) -> Account:
+    account = _find_account(session, address)
+    if account is None:
+        raise NotFound(f"no account {address}")
+    return account
+
+
+def get_account(session: Session, address: str) -> AccountRecord | None:
+    account = _find_account(session, address)
+    return None if account is None else _account_record(account)
+
+
+def get_account_by_id(session: Session, account_id: int) -> AccountRecord | None:
+    account = session.get(Account, account_id)
+    return None if account is None else _account_record(account)
+
+
+def list_accounts(session: Session) -> list[AccountRecord]:
+    accounts = session.scalars(select(Account).order_by(Account.address_key))
+    return [_account_record(a) for a in accounts]
+
+
+def set_password_hash(session: Session, address: str, password_hash: str) -> None:
+    _require_account(session, address).password_hash = password_hash
+
+
+def set_quota(
+    session: Session, address: str, quota_bytes: int | None, quota_messages: int | None
+) -> None:
+    account = _require_account(session, address)
+    account.quota_bytes = quota_bytes
+    account.quota_messages = quota_messages
+
+
+def delete_account(session: Session, address: str) -> None:
+    """Deletes the account with its mailboxes and messages."""
+    account = _require_account(session, address)
+    mailbox_ids = list(session.scalars(select(Mailbox.id).where(Mailbox.account_id == account.id)))
+    content_ids: list[int] = []
+    for chunk in _chunks(mailbox_ids):
+        content_ids.extend(
+            session.scalars(select(Message.content_id).where(Message.mailbox_id.in_(chunk)))
+        )
+        session.execute(delete(Message).where(Message.mailbox_id.in_(chunk)))
+    session.execute(delete(Mailbox).where(Mailbox.account_id == account.id))
+    session.delete(account)
+    session.flush()
+    _delete_orphan_contents(session, content_ids)
+
+
+def add_alias(session: Session, alias: str, targets: Sequence[str]) -> AliasRecord:
+    normalized = names.normalize_alias(alias)
+    domain = _get_domain(session, names.domain_of(normalized))
+    if not targets:
+        raise InvalidName("an alias needs at least one target")
+    target_list = [names.normalize_address(target) for target in targets]
+    key = normalized.lower()
+    if session.scalar(select(exists().where(Alias.alias_key == key))):
+        raise AlreadyExists(f"alias {normalized} already exists")
+    row = Alias(domain_id=domain.id, alias=normalized, alias_key=key, targets=target_list)
+    session.add(row)
+    session.flush()
+    return _alias_record(row)
+
+
+def list_aliases(session: Session) -> list[AliasRecord]:
+    return [_alias_record(a) for a in session.scalars(select(Alias).order_by(Alias.alias_key))]
+
+
+def delete_alias(session: Session, alias: str) -> None:
+    key = names.normalize_alias(alias).lower()
+    row = session.scalar(select(Alias).where(Alias.alias_key == key))
+    if row is None:
+        raise NotFound(f"no alias {alias}")
+    session.delete(row)
+
+
+def _alias_targets(session: Session, key: str) -> list[str] | None:
+    return session.scalar(select(Alias.targets).where(Alias.alias_key == key))
+
+
+def resolve_recipient(session: Session, address: str) -> list[AccountRecord] | None:
+    """Account first, then an exact alias, then the domain's catch-all;
+    aliases expand recursively (bounded, each address visited once)."""
+    try:
+        start = names.address_key(address)
+    except InvalidName:
+        return None
+    found: dict[int, AccountRecord] = {}
+    seen: set[str] = set()
+    frontier = [start]
+    expansions = 0
+    for _depth in range(MAX_ALIAS_DEPTH):
+        next_frontier: list[str] = []
+        for key in frontier:
+            if key in seen:
+                continue
+            seen.add(key)
+            expansions += 1
+            if expansions > MAX_ALIAS_EXPANSIONS:
+                break
+            account = session.scalar(select(Account).where(Account.address_key == key))
+            if account is not None:
+                found.setdefault(account.id, _account_record(account))
+                continue
+            targets = _alias_targets(session, key)
+            if targets is None:
+                targets = _alias_targets(session, "@" + names.domain_of(key))
+            for target in targets or ():
+                next_frontier.append(target.lower())
+        frontier = next_frontier
+        if not frontier:
+            break
+    return list(found.values()) or None
+
+
+def addresses_owned_by(session: Session, account_id: int) -> list[str]:
+    """The account's address plus each exact alias resolving to it alone."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"no account with id {account_id}")
+    result = [account.address]
+    for alias in session.scalars(select(Alias).order_by(Alias.alias_key)):
+        if alias.alias.startswith("@"):
+            continue
+        resolved = resolve_recipient(session, alias.alias)
+        if resolved is not None and [r.id for r in resolved] == [account_id]:
+            result.append(alias.alias)
+    return result
+
+
+# -- mailboxes ---------------------------------------------------------------
+
+
+def list_mailboxes(session: Session, account_id: int) -> list[MailboxRecord]:
+    mailboxes = list(
+        session.scalars(
+            select(Mailbox).where(Mailbox.account_id == account_id).order_by(Mailbox.name)
+        )
+    )
+    return _mailbox_records(session, mailboxes)
+
+
+def get_mailbox(session: Session, account_id: int, name: str) -> MailboxRecord | None:
+    try:
+        mailbox = _find_mailbox(session, account_id, name)
+    except (NotFound, InvalidName):
+        return None
+    return _mailbox_records(session, [mailbox])[0]
+
+
+def get_mailbox_by_id(session: Session, mailbox_id: int) -> MailboxRecord | None:
+    mailbox = session.get(Mailbox, mailbox_id)
+    return None if mailbox is None else _mailbox_records(session, [mailbox])[0]
+
+
+def create_mailbox(
+    session: Session, account_id: int, name: str, special_use: str | None = None
+) -> MailboxRecord:
+    normalized = names.normalize_mailbox(name)
+    if special_use is not None and special_use not in names.SPECIAL_USE:
+        raise InvalidName(f"not a special-use attribute: {special_use!r}")
+    _lock_account(session, account_id)
+    exists_query = exists().where(Mailbox.account_id == account_id, Mailbox.name == normalized)
+    if session.scalar(select(exists_query)):
+        raise AlreadyExists(f"mailbox {normalized!r} already exists")
+    mailbox = _new_mailbox(session, account_id, normalized, special_use)
+    return _mailbox_records(session, [mailbox])[0]
+
+
+def delete_mailbox(session: Session, account_id: int, name: str) -> None:
+    """Deletes the mailbox and its messages; inferior names stay (RFC 9051
+    6.3.4: they are not \\Noselect here, so deleting the parent is allowed)."""
+    if names.normalize_mailbox(name) == names.INBOX:
+        raise InvalidName("INBOX cannot be deleted")
+    account = _lock_account(session, account_id)
+    mailbox = _find_mailbox(session, account_id, name, lock=True)
+    count, size = session.execute(
+        select(func.count(), func.coalesce(func.sum(Message.size), 0)).where(
+            Message.mailbox_id == mailbox.id
+        )
+    ).one()
+    content_ids = list(
+        session.scalars(select(Message.content_id).where(Message.mailbox_id == mailbox.id))
+    )
+    session.execute(delete(Message).where(Message.mailbox_id == mailbox.id))
+    _use(account, -int(size), -int(count))
+    _bump(mailbox)
+    _log(session, mailbox, ChangeKind.MAILBOX_DELETED)
+    session.delete(mailbox)
+    session.flush()
+    _delete_orphan_contents(session, content_ids)
+
+
+def rename_mailbox(session: Session, account_id: int, old: str, new: str) -> None:
+    old_name = names.normalize_mailbox(old)
+    new_name = names.normalize_mailbox(new)
+    _lock_account(session, account_id)
+    source = _find_mailbox(session, account_id, old_name, lock=True)
+    if new_name == names.INBOX or session.scalar(
+        select(exists().where(Mailbox.account_id == account_id, Mailbox.name == new_name))
+    ):
+        raise AlreadyExists(f"mailbox {new_name!r} already exists")
+    if old_name == names.INBOX:
+        _rename_inbox(session, source, new_name)
+        return
+    if new_name.startswith(old_name + names.DELIMITER):
+        raise InvalidName("cannot rename a mailbox into its own hierarchy")
+    prefix = old_name + names.DELIMITER
+    children = list(
+        session.scalars(
+            select(Mailbox)
+            .where(
+                Mailbox.account_id == account_id, Mailbox.name.startswith(prefix, autoescape=True)
+            )
+            .with_for_update()
+        )
+    )
+    # RFC 9051 6.3.6: inferior hierarchical names are renamed too.
+    renames = [(source, new_name)] + [
+        (child, new_name + child.name[len(old_name) :]) for child in children
+    ]
+    targets = [target for _, target in renames[1:]]
+    for chunk_start in range(0, len(targets), CHUNK):
+        chunk = targets[chunk_start : chunk_start + CHUNK]
+        taken = session.scalar(
+            select(Mailbox.name).where(Mailbox.account_id == account_id, Mailbox.name.in_(chunk))
+        )
+        if taken is not None:
+            raise AlreadyExists(f"mailbox {taken!r} already exists")
+    for mailbox, target in renames:
+        previous = mailbox.name
+        mailbox.name = target
+        _bump(mailbox)
+        _log(session, mailbox, ChangeKind.MAILBOX_RENAMED, detail={"old": previous, "new": target})
+
+
+def _rename_inbox(session: Session, inbox: Mailbox, new_name: str) -> None:
+    """RFC 9051 6.3.6: renaming INBOX moves its messages to a new mailbox and
+    leaves INBOX empty; the moved messages keep their UIDs under the new
+    mailbox's fresh UIDVALIDITY."""
+    target = _new_mailbox(session, inbox.account_id, new_name, None)
+    target.uidnext = inbox.uidnext
+    moved = list(
+        session.execute(
+            select(Message.uid, Message.flags)
+            .where(Message.mailbox_id == inbox.id)
+            .order_by(Message.uid)
+        )
+    )
+    if not moved:
+        return
+    modseq = _bump(target)
+    session.execute(
+        update(Message)
+        .where(Message.mailbox_id == inbox.id)
+        .values(mailbox_id=target.id, modseq=modseq)
+    )
+    _bump(inbox)
+    for uid, flags in moved:
+        _log(session, inbox, ChangeKind.MESSAGE_EXPUNGED, uid=uid)
+        _log(session, target, ChangeKind.MESSAGE_NEW, uid=uid, flags=flags)
+
+
+def set_subscribed(session: Session, account_id: int, name: str, subscribed: bool) -> None:
+    _find_mailbox(session, account_id, name).subscribed = subscribed
+
+
+# -- messages ----------------------------------------------------------------
+
+
+def deliver(
+    session: Session,
+    account_ids: Sequence[int],
+    raw: bytes,
+    analysis: MessageAnalysis,
+    internal_date: datetime,
+) -> list[StoredMessage]:
+    """One copy in each account's INBOX, all or nothing (OverQuota for one
+    account refuses the whole call; call per account for per-recipient
+    results).  The accounts share one content row."""
+    ordered = sorted(set(account_ids))
+    if not ordered:
+        return []
+    accounts = {account_id: _lock_account(session, account_id) for account_id in ordered}
+    for account in accounts.values():
+        _check_quota(account, len(raw), 1)
+    content_id = _add_content(session, raw)
+    stored = {}
+    for account_id, account in accounts.items():
+        inbox = _find_mailbox(session, account_id, names.INBOX, lock=True)
+        stored[account_id] = _add_message(
+            session,
+            account,
+            inbox,
+            content_id=content_id,
+            size=len(raw),
+            flags=frozenset(),
+            internal_date=internal_date,
+            analysis=analysis,
+        )
+    return [stored[account_id] for account_id in dict.fromkeys(account_ids)]
+
+
+def append(
+    session: Session,
+    mailbox_id: int,
+    raw: bytes,
+    analysis: MessageAnalysis,
+    flags: frozenset[str],
+    internal_date: datetime,
+) -> StoredMessage:
+    account = _lock_account(session, _mailbox_account(session, mailbox_id))
+    mailbox = _lock_mailbox(session, mailbox_id)
+    _check_quota(account, len(raw), 1)
+    return _add_message(
+        session,
+        account,
+        mailbox,
+        content_id=_add_content(session, raw),
+        size=len(raw),
+        flags=flags,
+        internal_date=internal_date,
+        analysis=analysis,
+    )
+
+
+def list_messages(session: Session, mailbox_id: int, since_uid: int = 0) -> list[MessageRecord]:
+    messages = session.scalars(
+        select(Message)
+        .where(Message.mailbox_id == mailbox_id, Message.uid > since_uid)
+        .order_by(Message.uid)
+    )
+    return [_message_record(m) for m in messages]
+
+
+def read_content(session: Session, content_id: int) -> bytes:
+    data = session.scalar(select(MessageContent.data).where(MessageContent.id == content_id))
+    if data is None:
+        raise NotFound(f"no message content {content_id}")
+    return data
+
+
+def _messages_by_uid(session: Session, mailbox_id: int, uids: Sequence[int]) -> list[Message]:
+    found: list[Message] = []
+    for chunk in _chunks(sorted(set(uids))):
+        found.extend(
+            session.scalars(
+                select(Message).where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
+            )
+        )
+    found.sort(key=lambda m: m.uid)
+    return found
+
+
+def set_flags(
+    session: Session,
+    mailbox_id: int,
+    uids: Sequence[int],
+    mode: str,
+    flags: frozenset[str],
+    unchanged_since: int | None,
+) -> tuple[list[MessageRecord], list[int]]:
+    """STORE.  Messages whose flags really change share one new MODSEQ; with
+    UNCHANGEDSINCE, messages modified after it fail (RFC 7162 3.1.3)."""
+    if mode not in ("add", "remove", "replace"):
+        raise ValueError(f"unknown flag mode {mode!r}")
+    mailbox = _lock_mailbox(session, mailbox_id)
+    changed: list[Message] = []
+    failed: list[int] = []
+    for message in _messages_by_uid(session, mailbox_id, uids):
+        if unchanged_since is not None and message.modseq > unchanged_since:
+            failed.append(message.uid)
+            continue
+        old = names.flags_from_text(message.flags)
+        new = old | flags if mode == "add" else old - flags if mode == "remove" else flags
+        if new != old:
+            changed.append(message)
+            message.flags = names.flags_to_text(new)
+            message.seen = "\\Seen" in new
+            message.deleted = "\\Deleted" in new
+    if changed:
+        modseq = _bump(mailbox)
+        for message in changed:
+            message.modseq = modseq
+            _log(session, mailbox, ChangeKind.MESSAGE_FLAGS, uid=message.uid, flags=message.flags)
+        session.flush()
+    return [_message_record(m) for m in changed], failed
+
+
+def _lock_pair(session: Session, src_id: int, dest_id: int) -> tuple[Mailbox, Mailbox]:
+    locked = {i: _lock_mailbox(session, i) for i in sorted({src_id, dest_id})}
+    return locked[src_id], locked[dest_id]
+
+
+def copy_messages(
+    session: Session, src_mailbox_id: int, uids: Sequence[int], dest_mailbox_id: int
+) -> list[tuple[int, int]]:
+    """COPY (RFC 9051 6.4.7): flags and internal date are kept; the copies
+    share content with the originals."""
+    account = _lock_account(session, _mailbox_account(session, dest_mailbox_id))
+    _source, dest = _lock_pair(session, src_mailbox_id, dest_mailbox_id)
+    messages = _messages_by_uid(session, src_mailbox_id, uids)
+    if not messages:
+        return []
+    _check_quota(account, sum(m.size for m in messages), len(messages))
+    modseq = _bump(dest)
+    pairs = []
+    for message in messages:
+        stored = _add_message(
+            session,
+            account,
+            dest,
+            content_id=message.content_id,
+            size=message.size,
+            flags=names.flags_from_text(message.flags),
+            internal_date=_aware(message.internal_date),
+            analysis=MessageAnalysis(message.envelope, message.bodystructure, message.headers),
+            modseq=modseq,
+        )
+        pairs.append((message.uid, stored.uid))
+    return pairs
+
+
+def move_messages(
+    session: Session, src_mailbox_id: int, uids: Sequence[int], dest_mailbox_id: int
+) -> list[tuple[int, int]]:
+    """MOVE (RFC 6851): the rows move (no content copy); the source logs
+    expunges, the destination new messages."""
+    src_account_id = _mailbox_account(session, src_mailbox_id)
+    dest_account_id = _mailbox_account(session, dest_mailbox_id)
+    accounts = {i: _lock_account(session, i) for i in sorted({src_account_id, dest_account_id})}
+    source, dest = _lock_pair(session, src_mailbox_id, dest_mailbox_id)
+    messages = _messages_by_uid(session, src_mailbox_id, uids)
+    if not messages:
+        return []
+    size = sum(m.size for m in messages)
+    if src_account_id != dest_account_id:
+        _check_quota(accounts[dest_account_id], size, len(messages))
+        _use(accounts[dest_account_id], size, len(messages))
+        _use(accounts[src_account_id], -size, -len(messages))
+    dest_modseq = _bump(dest)
+    if source is not dest:
+        _bump(source)
+    pairs = []
+    for message in messages:
+        old_uid = message.uid
+        message.uid = dest.uidnext
+        dest.uidnext += 1
+        message.mailbox_id = dest.id
+        message.modseq = dest_modseq
+        pairs.append((old_uid, message.uid))
+        _log(session, source, ChangeKind.MESSAGE_EXPUNGED, uid=old_uid)
+        _log(session, dest, ChangeKind.MESSAGE_NEW, uid=message.uid, flags=message.flags)
+    session.flush()
+    return pairs
+
+
+def expunge(session: Session, mailbox_id: int, uids: Sequence[int] | None) -> list[int]:
+    account = _lock_account(session, _mailbox_account(session, mailbox_id))
+    mailbox = _lock_mailbox(session, mailbox_id)
+    query = select(Message.id, Message.uid, Message.size, Message.content_id).where(
+        Message.mailbox_id == mailbox_id, Message.deleted.is_(True)
+    )
+    rows = list(session.execute(query.order_by(Message.uid)))
+    if uids is not None:
+        wanted = set(uids)
+        rows = [row for row in rows if row.uid in wanted]
+    if not rows:
+        return []
+    _bump(mailbox)
+    for row in rows:
+        _log(session, mailbox, ChangeKind.MESSAGE_EXPUNGED, uid=row.uid)
+    for chunk in _chunks([row.id for row in rows]):
+        session.execute(delete(Message).where(Message.id.in_(chunk)))
+    _use(account, -sum(row.size for row in rows), -len(rows))
+    _delete_orphan_contents(session, [row.content_id for row in rows])
+    return [row.uid for row in rows]
+
+
+def quota_usage(session: Session, account_id: int) -> QuotaUsage:
+    account = session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"no account with id {account_id}")
+    return QuotaUsage(
+        bytes_used=account.used_bytes,
+        messages_used=account.used_messages,
+        quota_bytes=account.quota_bytes,
+        quota_messages=account.quota_messages,
+    )
+
+
+# -- change log --------------------------------------------------------------
+
+
+def changes_since(session: Session, change_id: int, limit: int) -> list[Change]:
+    rows = session.scalars(
+        select(ChangeLog).where(ChangeLog.id > change_id).order_by(ChangeLog.id).limit(limit)
+    )
+    return [_change_record(row) for row in rows]
+
+
+def last_change_id(session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(ChangeLog.id), 0))) or 0)

@@ -1,0 +1,104 @@
+"""Fan the change log out to this process's subscribers (IDLE, NOTIFY, WebSocket).
+
+One task per Store tails the change log by id (``changes_since(cursor)``, an
+indexed primary-key range query) every ``POLL_SECONDS``, which picks up
+commits made by other processes or hosts; after a local commit the writer
+calls :meth:`ChangeWatcher.kick`, so subscribers in the same process hear of
+it at once.
+
+Subscriber contract: :meth:`subscribe` returns a bounded receive channel.
+When a subscriber falls ``QUEUE_SIZE`` changes behind, its channel is closed
+(after the changes already queued): ``receive()`` raises ``trio.EndOfChannel``
+(an ``async for`` loop ends).  The same happens when the Store shuts down.
+A subscriber that sees the end while it still wants changes must subscribe
+again and then resynchronise from the database (``list_messages`` /
+``get_mailbox``), since changes may have been dropped.  A subscriber stops by
+closing its receive channel; the watcher then forgets it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from mailstack.store.records import Change, StoreError
+
+log = logging.getLogger("mailstack.store")
+
+POLL_SECONDS = 0.15
+QUEUE_SIZE = 1000
+BATCH = 1000
+# After a failed poll (database down) wait this long before the next one.
+ERROR_BACKOFF_SECONDS = 2.0
+
+
+class ChangeWatcher:
+    def __init__(
+        self,
+        changes_since: Callable[[int, int], Awaitable[list[Change]]],
+        last_change_id: Callable[[], Awaitable[int]],
+    ) -> None:
+        self._changes_since = changes_since
+        self._last_change_id = last_change_id
+        self._subscribers: dict[int, set[trio.MemorySendChannel[Change]]] = {}
+        self._wakeup = trio.Event()
+        self._running = False
+
+    def subscribe(self, account_id: int) -> trio.MemoryReceiveChannel[Change]:
+        if not self._running:
+            raise RuntimeError("change notifications need the store running (Store.run)")
+        send, receive = trio.open_memory_channel[Change](QUEUE_SIZE)
+        self._subscribers.setdefault(account_id, set()).add(send)
+        return receive
+
+    def kick(self) -> None:
+        """Poll now (called after a local commit)."""
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cursor = await self._last_change_id()
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                with trio.move_on_after(POLL_SECONDS):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                try:
+                    cursor = await self._drain(cursor)
+                except StoreError as exc:
+                    log.warning("change log poll failed: %s", exc)
+                    await trio.sleep(ERROR_BACKOFF_SECONDS)
+        finally:
+            self._running = False
+            for channels in self._subscribers.values():
+                for channel in channels:
+                    channel.close()
+            self._subscribers.clear()
+
+    async def _drain(self, cursor: int) -> int:
+        while True:
+            changes = await self._changes_since(cursor, BATCH)
+            for change in changes:
+                self._dispatch(change)
+                cursor = change.id
+            if len(changes) < BATCH:
+                return cursor
+
+    def _dispatch(self, change: Change) -> None:
+        channels = self._subscribers.get(change.account_id)
+        if not channels:
+            return
+        for channel in list(channels):
+            try:
+                channel.send_nowait(change)
+            except trio.WouldBlock:
+                # Too far behind: end its stream so it resubscribes and resyncs.
+                channel.close()
+                channels.discard(channel)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                channels.discard(channel)
+        if not channels:
+            del self._subscribers[change.account_id]

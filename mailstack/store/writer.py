@@ -1,0 +1,191 @@
+"""Group commit: many concurrent writes share one transaction and one fsync.
+
+Callers put a :class:`Work` on a bounded channel and wait.  One writer task
+takes whatever has queued up (at most ``database.max_batch`` items) and runs
+the batch in one worker-thread call and one transaction: each item in its own
+SAVEPOINT, so an item that fails (OverQuota, NotFound, ...) is rolled back
+alone and the others still commit.  Only after COMMIT returns does each
+caller wake with its own result or exception, so "returned" means "durable".
+
+While a batch is committing the next callers queue up, so the batch size
+adapts to the load with no timer: a lone writer commits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import trio
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailstack.store.records import AlreadyExists, StoreError, TemporaryFailure
+
+T = TypeVar("T")
+
+log = logging.getLogger("mailstack.store")
+
+# A failed transaction (lock timeout, PostgreSQL deadlock or serialization
+# failure, dropped connection) is retried this many times before the callers
+# get TemporaryFailure.
+ATTEMPTS = 3
+# PostgreSQL: every write transaction takes this advisory lock first, so
+# change-log ids become visible in commit order and the watcher's
+# "id > cursor" query never skips a row committed late.
+PG_WRITE_LOCK = 0x6D61696C
+
+
+@dataclass(eq=False)
+class Work(Generic[T]):
+    """One write.  ``prepare`` runs in the worker thread before the
+    transaction opens (message parsing) and returns the function to run inside
+    it, so the write lock is held only for the SQL."""
+
+    prepare: Callable[[], Callable[[Session], T]]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+def run_batch(sessions: sessionmaker[Session], batch: list[Work[Any]], postgresql: bool) -> None:
+    """Run ``batch`` in one transaction (worker thread); fills result/error."""
+    appliers: list[Callable[[Session], Any] | None] = []
+    prepare_errors: list[BaseException | None] = []
+    for work in batch:
+        try:
+            appliers.append(work.prepare())
+            prepare_errors.append(None)
+        except Exception as exc:  # e.g. InvalidName from validation
+            appliers.append(None)
+            prepare_errors.append(exc)
+    for attempt in range(1, ATTEMPTS + 1):
+        for work, error in zip(batch, prepare_errors, strict=True):
+            work.result, work.error = None, error
+        try:
+            _transaction(sessions, batch, appliers, postgresql)
+            return
+        except OperationalError as exc:
+            if attempt == ATTEMPTS:
+                log.warning("store write failed after %d attempts: %s", attempt, exc.orig)
+                failure = TemporaryFailure(f"database unavailable: {exc.orig}")
+                for work in batch:
+                    work.result, work.error = None, failure
+                return
+            time.sleep(0.05 * attempt)
+        except DBAPIError as exc:
+            failure = TemporaryFailure(f"database error: {exc.orig}")
+            for work in batch:
+                work.result, work.error = None, failure
+            return
+
+
+def _transaction(
+    sessions: sessionmaker[Session],
+    batch: list[Work[Any]],
+    appliers: list[Callable[[Session], Any] | None],
+    postgresql: bool,
+) -> None:
+    with sessions() as session, session.begin():
+        if postgresql:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_WRITE_LOCK})
+        else:
+            session.connection()  # BEGIN IMMEDIATE: take the write lock now
+        for work, apply in zip(batch, appliers, strict=True):
+            if apply is None:
+                continue
+            try:
+                with session.begin_nested():
+                    work.result = apply(session)
+            except StoreError as exc:
+                work.error = exc
+            except IntegrityError as exc:
+                # A concurrent writer in another process took the name first.
+                work.error = AlreadyExists(str(exc.orig))
+            except DBAPIError:
+                raise  # the whole transaction is in doubt: retry the batch
+            except Exception as exc:
+                log.exception("store write failed")
+                work.error = exc
+
+
+class GroupCommitWriter:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_batch: int,
+        postgresql: bool,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._max_batch = max(1, max_batch)
+        self._postgresql = postgresql
+        self._on_commit = on_commit
+        # One thread token: this process's writes are serial anyway (SQLite
+        # has one writer; PostgreSQL writers take PG_WRITE_LOCK).
+        self._limiter = trio.CapacityLimiter(1)
+        self._send, self._receive = trio.open_memory_channel[Work[Any]](self._max_batch * 4)
+        self._running = False
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run ``work`` durably; raises its exception, or TemporaryFailure."""
+        if not self._running:
+            # No writer task (Store.open without Store.run, e.g. the CLI):
+            # commit alone.
+            await self._run([work])
+        else:
+            try:
+                await self._send.send(work)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise TemporaryFailure("the store is shutting down") from None
+            await work.done.wait()
+        if work.error is not None:
+            raise work.error
+        result: T = work.result
+        return result
+
+    async def _run(self, batch: list[Work[Any]]) -> None:
+        completed = False
+        try:
+            await trio.to_thread.run_sync(
+                run_batch, self._sessions, batch, self._postgresql, limiter=self._limiter
+            )
+            completed = True
+            self._on_commit()
+        finally:
+            for work in batch:
+                if not completed:
+                    work.result, work.error = None, TemporaryFailure("the store is shutting down")
+                work.done.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running = True
+        task_status.started()
+        try:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._run(batch)
+        finally:
+            self._running = False
+            self._fail_pending()
+            self._receive.close()
+
+    def _fail_pending(self) -> None:
+        # Items queued but never run: their callers must not wait forever.
+        while True:
+            try:
+                work = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            work.error = TemporaryFailure("the store is shutting down")
+            work.done.set()
