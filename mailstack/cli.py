@@ -64,6 +64,19 @@ def _one_line(text: str) -> str:
     return " ".join(text.split()) or "error"
 
 
+def _check_database_exists(config: Config) -> None:
+    """A missing SQLite file means `db upgrade` never ran: say so, instead of
+    letting SQLite create an empty file (or fail on a missing data_dir)."""
+    url = config.database_url
+    if not url.startswith("sqlite:///"):
+        return
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    if path and path != ":memory:" and not Path(path).exists():
+        raise CliError(
+            f"database is not initialised ({path} does not exist); run `mailstack db upgrade`"
+        )
+
+
 async def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     from mailstack.store.store import Store
 
@@ -75,6 +88,7 @@ async def _with_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def _run_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
+    _check_database_exists(config)
     return trio.run(_with_store, config, fn)
 
 

@@ -202,8 +202,14 @@ def test_db_upgrade_creates_data_dir_and_is_idempotent(config_file: Path, tmp_pa
     assert assert_ok(mailstack_cmd("domain", "list", config=config_file)) == "example.test\n"
 
 
-def test_database_not_initialised(config_file: Path) -> None:
+def test_database_not_initialised(config_file: Path, tmp_path: Path) -> None:
+    # No data_dir at all, then an empty database file: both say what to do.
     result = mailstack_cmd("domain", "list", config=config_file)
+    assert_fails(result, 1, "not initialised", "mailstack db upgrade")
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mailstack.db").touch()
+    result = mailstack_cmd("user", "add", "a@example.test", config=config_file, stdin="pw\n")
     assert_fails(result, 1, "mailstack db upgrade")
 
 
