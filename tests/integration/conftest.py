@@ -6,6 +6,12 @@ domain ``example.test`` with alice@example.test / ``alice-password`` and
 bob@example.test / ``bob-password``, starts the services with
 ``service.run`` in the fixture's nursery and returns a :class:`Stack`.
 
+``services=None`` (the default) starts every one of smtp, submission, imap
+and pop3 that this build has; naming a service that is not built yet skips
+the test.  Every listener is 127.0.0.1:0; submission, imap and pop3 also get
+an implicit-TLS listener.  Keyword options: ``handle_signals`` (default False:
+leave the process's signals alone), ``grace_seconds`` (default 2).
+
 Config overrides: a top-level key (``hostname="mx.test"``), or a section name
 with a dict of changed keys (``imap={"allow_plaintext_login": True}``), or a
 whole section dataclass.  Clients run in threads
