@@ -81,6 +81,23 @@ class Maildrop:
         """UIDs to remove in the UPDATE state."""
         return tuple(self._messages[n - 1].uid for n in sorted(self._deleted))
 
+    def read_ahead(
+        self, message: MaildropMessage, max_messages: int, max_bytes: int
+    ) -> list[MaildropMessage]:
+        """``message`` and the live messages after it, as many as fit in
+        ``max_messages`` and ``max_bytes`` (``message`` itself always): what
+        a client retrieving the whole maildrop will ask for next."""
+        batch = [message]
+        total = message.size
+        for candidate in self._messages[message.number :]:
+            if candidate.number in self._deleted or candidate.uid in self._gone:
+                continue
+            if len(batch) >= max_messages or total + candidate.size > max_bytes:
+                break
+            batch.append(candidate)
+            total += candidate.size
+        return batch
+
     def uids(self) -> list[int]:
         """Every UID of the snapshot, deleted-marked or not."""
         return [m.uid for m in self._messages]

@@ -15,7 +15,7 @@ import trio
 from mailstack import net
 from mailstack.logs import session_logger
 from mailstack.pop3.locks import MaildropLocks
-from mailstack.pop3.maildrop import Maildrop
+from mailstack.pop3.maildrop import Maildrop, MaildropMessage
 from mailstack.pop3.protocol import (
     Authenticate,
     CloseConnection,
@@ -40,6 +40,11 @@ from mailstack.store.records import (
 logger = logging.getLogger("mailstack.pop3")
 
 RECEIVE_BYTES = 65536
+# Clients retrieve a maildrop in order (fetchmail, getmail, the bench), so
+# RETR/TOP of message n also reads the next ones in the same transaction:
+# bounded in count and bytes so huge messages are never held many at a time.
+READ_AHEAD_MESSAGES = 32
+READ_AHEAD_BYTES = 1024 * 1024
 
 
 def _refuse(peer: net.Peer) -> bytes:
@@ -73,6 +78,7 @@ class Session:
         self._account_id: int | None = None
         self._inbox: MailboxRecord | None = None
         self._changes: trio.MemoryReceiveChannel[Change] | None = None
+        self._ahead: dict[int, bytes] = {}  # content_id -> raw, read ahead
 
     async def run(self) -> None:
         try:
@@ -215,7 +221,7 @@ class Session:
             if maildrop.is_gone(event.message):
                 self._core.message_fetched(None)
                 return
-            raw = await self._ctx.store.read_content(event.message.content_id)
+            raw = await self._content(maildrop, event.message)
         except NotFound:
             self._core.message_fetched(None)
         except StoreError as exc:
@@ -223,6 +229,16 @@ class Session:
             self._core.fetch_failed()
         else:
             self._core.message_fetched(raw)
+
+    async def _content(self, maildrop: Maildrop, message: MaildropMessage) -> bytes:
+        raw = self._ahead.pop(message.content_id, None)
+        if raw is None:
+            batch = maildrop.read_ahead(message, READ_AHEAD_MESSAGES, READ_AHEAD_BYTES)
+            self._ahead = await self._ctx.store.read_contents([m.content_id for m in batch])
+            raw = self._ahead.pop(message.content_id, None)
+            if raw is None:
+                raise NotFound(f"message content {message.content_id} is gone")
+        return raw
 
     async def _commit(self, event: CommitDeletions) -> None:
         """RFC 1939 6 UPDATE: remove exactly the messages this session marked.

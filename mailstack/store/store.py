@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
+from mailstack.store import bulk_reads, names
 from mailstack.store import engine as engines
-from mailstack.store import names
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
 from mailstack.store.records import (
@@ -331,6 +331,13 @@ class Store:
         The channel ends (EndOfChannel) when the subscriber fell too far
         behind or the store stops: subscribe again and resync (watcher.py)."""
         return self._watcher.subscribe(account_id)
+
+    # -- bulk reads (added by the POP3 work; see bulk_reads.py) ---------------
+    async def read_contents(self, content_ids: Sequence[int]) -> dict[int, bytes]:
+        """Several messages' contents in one read transaction, by content id;
+        ids that do not exist are absent.  POP3 reads ahead with this, so
+        retrieving a whole maildrop is not one query per message."""
+        return await self._read(bulk_reads.read_contents, content_ids)
 
 
 @asynccontextmanager

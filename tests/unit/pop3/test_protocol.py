@@ -629,3 +629,14 @@ def test_any_input_gets_replies_never_exceptions(
     assert out.endswith(b"\r\n")
     # The output is always whole lines; replies from the core, never a traceback.
     assert not out.startswith(b"Traceback")
+
+
+def test_read_ahead_batches_by_count_and_bytes() -> None:
+    drop = Maildrop(1, [(uid, 100 * uid, uid) for uid in range(1, 9)])
+    drop.delete(3)
+    drop.mark_gone(4)
+    first = drop.get(1)
+    assert [m.uid for m in drop.read_ahead(first, 4, 10_000)] == [1, 2, 5, 6]
+    assert [m.uid for m in drop.read_ahead(first, 10, 800)] == [1, 2, 5]
+    big = drop.get(8)
+    assert drop.read_ahead(big, 10, 1) == [big]  # the asked-for message always
