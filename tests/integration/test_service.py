@@ -9,15 +9,19 @@ servers already exist; the first test exercises every real one.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from cryptography import x509
 
 from mailstack import net, service
@@ -25,6 +29,7 @@ from mailstack.service import ServiceContext
 
 from .conftest import Stack, StackFactory
 
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 # What each real service says first (RFC 5321 4.2, RFC 9051 7.1.1, RFC 1939 4).
 GREETINGS = {"smtp": b"220", "submission": b"220", "imap": b"* OK", "pop3": b"+OK"}
 
@@ -251,3 +256,68 @@ async def test_tls_context_is_tls12_or_newer(stack_factory: StackFactory) -> Non
         client = trio.SSLStream(tcp, old, server_hostname="localhost")
         with pytest.raises(trio.BrokenResourceError):
             await client.do_handshake()
+
+
+async def test_mailstack_serve_process_reports_ready_and_stops_on_sigterm(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """The real command: `mailstack serve pop3` prints its listeners, tells
+    systemd READY=1, logs one-line records and exits 0 after SIGTERM."""
+    if "pop3" not in service.available_services():
+        pytest.skip("pop3 not built yet")
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    config_file = tmp_path / "mailstack.toml"
+    config_file.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f'[tls]\ncert_file = "{tmp_path / "cert.pem"}"\nkey_file = "{tmp_path / "key.pem"}"\n'
+        '[pop3]\nlisten = ["127.0.0.1:0"]\n'
+        '[logging]\nlevel = "info"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MAILSTACK_CONFIG", "WATCHDOG_USEC")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "mailstack", "--config", str(config_file)]
+    with trio.fail_after(60):
+        upgrade = await trio.run_process([*command, "db", "upgrade"], env=env, capture_stdout=True)
+        assert upgrade.returncode == 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(tmp_path / "notify"))
+            env["NOTIFY_SOCKET"] = str(tmp_path / "notify")
+            process = await trio.lowlevel.open_process(
+                [*command, "serve", "pop3"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            assert process.stdout is not None and process.stderr is not None
+            try:
+                stdout = b""
+                while b"\n" not in stdout:
+                    chunk = await process.stdout.receive_some(1024)
+                    assert chunk, "serve exited before reporting its listeners"
+                    stdout += chunk
+                line = stdout.decode().splitlines()[0]
+                assert line.startswith("listening: pop3 tcp://127.0.0.1:"), line
+                port = int(line.rsplit(":", 1)[1])
+                notify.setblocking(False)
+                await trio.lowlevel.wait_readable(notify)
+                assert notify.recv(4096).startswith(b"READY=1\nSTATUS=serving pop3")
+                client = await trio.open_tcp_stream("127.0.0.1", port)
+                assert (await client.receive_some(1024)).startswith(b"+OK")
+                await client.aclose()
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            stderr = b""
+            while chunk := await process.stderr.receive_some(65536):
+                stderr += chunk
+    log_lines = stderr.decode().splitlines()
+    assert any(" INFO mailstack.service listening: pop3 tcp://" in x for x in log_lines)
+    assert any(" INFO mailstack.service stopped" in x for x in log_lines)
+    line_format = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ [\w.]+ ")
+    assert log_lines
+    assert all(line_format.match(x) for x in log_lines), log_lines
