@@ -823,7 +823,11 @@ def copy_messages(
             size=message.size,
             flags=names.flags_from_text(message.flags),
             internal_date=_aware(message.internal_date),
-            analysis=MessageAnalysis(message.envelope, message.bodystructure, message.headers),
+            analysis=MessageAnalysis(
+                envelope=message.envelope,
+                bodystructure=message.bodystructure,
+                headers=message.headers,
+            ),
             modseq=modseq,
         )
         pairs.append((message.uid, stored.uid))

@@ -6,7 +6,10 @@ commits made by other processes or hosts; after a local commit the writer
 calls :meth:`ChangeWatcher.kick`, so subscribers in the same process hear of
 it at once.
 
-Subscriber contract: :meth:`subscribe` returns a bounded receive channel.
+Subscriber contract: :meth:`subscribe` returns a bounded receive channel
+carrying the account's changes from the watcher's cursor on; that can
+include changes committed shortly before the call, so a subscriber compares
+MODSEQ/UIDs with what it already knows instead of assuming every change is new.
 When a subscriber falls ``QUEUE_SIZE`` changes behind, its channel is closed
 (after the changes already queued): ``receive()`` raises ``trio.EndOfChannel``
 (an ``async for`` loop ends).  The same happens when the Store shuts down.
