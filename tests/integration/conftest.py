@@ -1,7 +1,11 @@
 """Integration fixtures: a real stack on ephemeral ports with a real certificate.
 
-``ca``: a trustme CA.  ``stack_factory``: ``await stack_factory(services=...,
-**config_overrides)`` migrates a fresh SQLite store in tmp_path, creates the
+``ca``: a trustme CA.  ``pg_url``: a fresh PostgreSQL schema (skips when
+MAILSTACK_TEST_PG_URL is unset); stacks given the same
+``database={"url": pg_url}`` share one store, like front-end hosts.
+
+``stack_factory``: ``await stack_factory(services=..., **config_overrides)``
+migrates a fresh SQLite store in tmp_path (or the given database), creates the
 domain ``example.test`` with alice@example.test / ``alice-password`` and
 bob@example.test / ``bob-password``, starts the services with
 ``service.run`` in the fixture's nursery and returns a :class:`Stack`.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from mailstack.config import SECTIONS, AuthConfig, Config, Endpoint, TlsConfig
 from mailstack.net import Bound
 from mailstack.store import migrate
 from mailstack.store.store import Store
+from tests.support.pg import PG_URL, fresh_schema
 
 DOMAIN = "example.test"
 ACCOUNTS = {
@@ -124,6 +129,10 @@ def base_config(directory: Path, services: Sequence[str]) -> Config:
 
 
 async def create_accounts(store: Store, config: Config) -> None:
+    """The test domain and accounts; a no-op for a shared database where an
+    earlier stack of the same test already made them."""
+    if await store.is_local_domain(DOMAIN):
+        return
     hasher = PasswordHasher(config.auth)
     await store.add_domain(DOMAIN)
     for address, password in ACCOUNTS.items():
@@ -134,6 +143,16 @@ async def create_accounts(store: Store, config: Config) -> None:
 @pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (``database={"url": pg_url}``); skips
+    without MAILSTACK_TEST_PG_URL."""
+    if not PG_URL:
+        pytest.skip("MAILSTACK_TEST_PG_URL is not set")
+    with fresh_schema("integration") as url:
+        yield url
 
 
 @pytest.fixture

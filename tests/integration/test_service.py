@@ -9,6 +9,7 @@ servers already exist; the first test exercises every real one.
 from __future__ import annotations
 
 import os
+import poplib
 import re
 import signal
 import socket
@@ -321,3 +322,36 @@ async def test_mailstack_serve_process_reports_ready_and_stops_on_sigterm(
     line_format = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ [\w.]+ ")
     assert log_lines
     assert all(line_format.match(x) for x in log_lines), log_lines
+
+
+def pop3_message_count(stack: Stack, address: str) -> int:
+    host, port = stack.addr("pop3", implicit_tls=True)
+    client = poplib.POP3_SSL(host, port, context=stack.client_ssl_context(), timeout=30)
+    try:
+        client.user(address)
+        client.pass_(stack.accounts[address])
+        count, _size = client.stat()
+    finally:
+        client.quit()
+    return count
+
+
+async def test_two_front_ends_share_one_postgresql_store(
+    stack_factory: StackFactory, pg_url: str
+) -> None:
+    """DESIGN.md user 3: several front-end processes against one PostgreSQL."""
+    if "pop3" not in service.available_services():
+        pytest.skip("pop3 not built yet")
+    with trio.fail_after(60):
+        first = await stack_factory(services=("pop3",), database={"url": pg_url})
+        second = await stack_factory(services=("pop3",), database={"url": pg_url})
+        assert first.addr("pop3") != second.addr("pop3")
+        alice = await first.store.get_account("alice@example.test")
+        assert alice is not None
+        raw = b"From: bob@example.test\r\nSubject: shared\r\n\r\nvia the first front end\r\n"
+        await first.store.deliver([alice.id], raw)
+        count = await trio.to_thread.run_sync(pop3_message_count, second, "alice@example.test")
+        assert count == 1
+        await second.store.deliver([alice.id], raw)
+        count = await trio.to_thread.run_sync(pop3_message_count, first, "alice@example.test")
+        assert count == 2
