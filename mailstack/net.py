@@ -38,6 +38,10 @@ REFUSE_SECONDS = 5.0
 # dropped after this long, before the protocol handler is involved.
 HANDSHAKE_SECONDS = 60.0
 
+# Closing a TLS session sends close_notify (so clients see a clean end, not
+# a truncation); a peer that does not take it within this long is cut off.
+CLOSE_SECONDS = 2.0
+
 Handler = Callable[[trio.abc.Stream, "Peer"], Awaitable[None]]
 
 
@@ -181,13 +185,24 @@ async def start_tls(stream: trio.abc.Stream, tls: TlsProvider) -> trio.SSLStream
     return ssl_stream
 
 
+async def close_stream(stream: trio.abc.AsyncResource) -> None:
+    """Close without ever hanging: TLS streams get a bounded attempt at
+    close_notify; on timeout, error or cancellation trio's SSLStream closes
+    the socket forcefully, and a plain socket closes at once."""
+    with trio.move_on_after(CLOSE_SECONDS):
+        try:
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer is gone; the socket is closed either way
+
+
 async def _refuse(stream: trio.abc.Stream, message: bytes, tls: TlsProvider | None) -> None:
     with trio.move_on_after(REFUSE_SECONDS):
         if tls is not None:
             # Implicit TLS: the refusal only makes sense inside the handshake.
             stream = trio.SSLStream(stream, tls.server_context(), server_side=True)
         await send_all(stream, message)
-    await trio.aclose_forcefully(stream)
+    await close_stream(stream)
 
 
 async def _connection(
@@ -263,7 +278,7 @@ async def _connection(
         logger.exception("%s session failed", service, extra={"sid": peer.session_id})
     finally:
         limits.release(ip)
-        await trio.aclose_forcefully(transport)
+        await close_stream(transport)
 
 
 async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[trio.SocketListener]:

@@ -194,6 +194,26 @@ async def test_global_limit() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_refusal_over_implicit_tls_is_readable(ca: trustme.CA, tls: TlsProvider) -> None:
+    release = trio.Event()
+    entered: list[net.Peer] = []
+    limits = net.ConnectionLimits(max_connections=1, max_per_ip=0)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            bound = await start(nursery, holding_handler(release, entered), tls=tls, limits=limits)
+            first = trio.SSLStream(
+                await connect(bound[0]), client_context(ca), server_hostname="localhost"
+            )
+            assert await first.receive_some(100) == b"hello\r\n"
+            second = trio.SSLStream(
+                await connect(bound[0]), client_context(ca), server_hostname="localhost"
+            )
+            # A clean TLS close (close_notify), not a truncated stream.
+            assert await read_until_eof(second) == REFUSAL
+            assert len(entered) == 1
+            nursery.cancel_scope.cancel()
+
+
 def test_limits_bookkeeping() -> None:
     limits = net.ConnectionLimits(max_connections=3, max_per_ip=2)
     assert limits.try_acquire("10.0.0.1")
