@@ -93,11 +93,13 @@ class Session:
         core = self._core
         while True:
             event = core.next_event()
-            sent = False
+            out = core.data_to_send()
+            sent = not out
             # RFC 1939 3: the autologout timer covers a client that stops
             # talking and also one that stops reading our replies.
             with trio.move_on_after(self._idle_seconds) as idle:
-                sent = await net.send_all(self._stream, core.data_to_send())
+                if out:
+                    sent = await net.send_all(self._stream, out)
                 if sent and event is None:
                     core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
             if idle.cancelled_caught:

@@ -398,3 +398,42 @@ async def test_overlong_line_and_bad_input_keep_the_session(stack_factory: Stack
             b"-ERR syntax: CAPA takes no arguments\r\n",
             b"+OK bye\r\n",
         ]
+
+
+async def test_plaintext_pipelined_behind_stls_is_discarded(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("pop3",))
+
+        def conversation() -> tuple[bytes, bytes]:
+            host, port = stack.addr("pop3")
+            with socket.create_connection((host, port), timeout=30) as raw:
+                reader = raw.makefile("rb")
+                assert reader.readline().startswith(b"+OK")
+                # An attacker's injected USER rides in the same packet as STLS.
+                raw.sendall(b"STLS\r\nUSER alice@example.test\r\n")
+                started = reader.readline()
+                context = stack.client_ssl_context()
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"PASS alice-password\r\n")
+                    return started, tls.recv(100)
+
+        started, after = await in_thread(conversation)
+        assert started == b"+OK begin TLS negotiation\r\n"
+        assert after == b"-ERR USER first\r\n"  # the injected USER never counted
+
+
+async def test_connection_limit_refusal(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("pop3",), pop3={"max_connections_per_ip": 1})
+
+        def conversation() -> bytes:
+            first = pop_tls(stack)
+            host, port = stack.addr("pop3")
+            with socket.create_connection((host, port), timeout=30) as second:
+                refused = second.makefile("rb").read()
+            first.quit()
+            return refused
+
+        assert await in_thread(conversation) == (
+            b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+        )
