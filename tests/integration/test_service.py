@@ -355,3 +355,16 @@ async def test_two_front_ends_share_one_postgresql_store(
         await second.store.deliver([alice.id], raw)
         count = await trio.to_thread.run_sync(pop3_message_count, first, "alice@example.test")
         assert count == 2
+
+
+@pytest.mark.usefixtures("echo_service")
+async def test_watchdog_pings_while_serving(
+    stack_factory: StackFactory, notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # WatchdogSec=0.1 -> ping every 0.05 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    with trio.fail_after(20):
+        await echo_stack(stack_factory)
+        await trio.sleep(0.5)
+        pings = [m for m in pending_datagrams(notify_socket) if m == b"WATCHDOG=1"]
+        assert len(pings) >= 3
