@@ -9,7 +9,8 @@ process dies, so a crashed server never leaves a maildrop locked.
 Limit: processes on *different hosts* sharing one PostgreSQL store do not
 see each other's flocks.  A lock table in the store (account_id, holder,
 expires_at) behind this same ``acquire``/``release`` interface closes that
-gap; see the POP3 report.
+gap; the methods are async so that implementation can replace this one
+without touching the server.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class MaildropLocks:
         self._directory = directory
         self._held: dict[int, int] = {}  # account_id -> fd holding the flock
 
-    def acquire(self, account_id: int) -> bool:
+    async def acquire(self, account_id: int) -> bool:
         """Take the account's lock without waiting; False if another session
         (in any process on this host) holds it."""
         if account_id in self._held:
@@ -39,7 +40,7 @@ class MaildropLocks:
         self._held[account_id] = fd
         return True
 
-    def release(self, account_id: int) -> None:
+    async def release(self, account_id: int) -> None:
         # The file stays: unlinking a lock file races with a concurrent
         # opener, who would then lock an orphaned inode.
         fd = self._held.pop(account_id, None)

@@ -87,7 +87,9 @@ class Session:
             if self._changes is not None:
                 self._changes.close()
             if self._account_id is not None:
-                self._locks.release(self._account_id)
+                # Shielded: the session may be ending by cancellation.
+                with trio.CancelScope(shield=True):
+                    await self._locks.release(self._account_id)
 
     async def _loop(self) -> None:
         core = self._core
@@ -152,14 +154,14 @@ class Session:
         if account is None:
             self._core.login_failed(LoginFailure.AUTH)
             return
-        if not self._locks.acquire(account.id):
+        if not await self._locks.acquire(account.id):
             self._log.info("pop3 maildrop in use user=%r", account.address)
             self._core.login_failed(LoginFailure.IN_USE)
             return
         try:
             maildrop = await self._open_maildrop(account.id)
         except StoreError as exc:
-            self._locks.release(account.id)
+            await self._locks.release(account.id)
             self._log.warning("pop3 cannot open maildrop user=%r: %s", account.address, exc)
             self._core.login_failed(LoginFailure.SYS_TEMP)
             return

@@ -7,19 +7,21 @@ import sys
 import textwrap
 from pathlib import Path
 
+import trio
+
 from mailstack.pop3.locks import MaildropLocks
 
 
-def test_one_holder_per_account(tmp_path: Path) -> None:
+async def test_one_holder_per_account(tmp_path: Path) -> None:
     first = MaildropLocks(tmp_path / "locks")
     second = MaildropLocks(tmp_path / "locks")  # another service in the process
-    assert first.acquire(1)
-    assert not first.acquire(1)
-    assert not second.acquire(1)
-    assert second.acquire(2)  # other accounts are independent
-    first.release(1)
-    first.release(1)  # releasing twice is harmless
-    assert second.acquire(1)
+    assert await first.acquire(1)
+    assert not await first.acquire(1)
+    assert not await second.acquire(1)
+    assert await second.acquire(2)  # other accounts are independent
+    await first.release(1)
+    await first.release(1)  # releasing twice is harmless
+    assert await second.acquire(1)
 
 
 def test_lock_excludes_another_process_and_dies_with_it(tmp_path: Path) -> None:
@@ -32,8 +34,10 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path: Path) -> None:
                 f"""
                 import sys
                 from pathlib import Path
+                import trio
                 from mailstack.pop3.locks import MaildropLocks
-                assert MaildropLocks(Path({str(directory)!r})).acquire(7)
+                locks = MaildropLocks(Path({str(directory)!r}))
+                assert trio.run(locks.acquire, 7)
                 print("locked", flush=True)
                 sys.stdin.readline()
                 """
@@ -48,8 +52,8 @@ def test_lock_excludes_another_process_and_dies_with_it(tmp_path: Path) -> None:
     try:
         assert holder.stdout.readline().strip() == "locked"
         locks = MaildropLocks(directory)
-        assert not locks.acquire(7)
+        assert not trio.run(locks.acquire, 7)
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=30) == 0
-    assert locks.acquire(7)  # the kernel dropped the dead process's lock
+    assert trio.run(locks.acquire, 7)  # the kernel dropped the dead process's lock
