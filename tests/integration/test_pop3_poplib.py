@@ -7,6 +7,7 @@ the test's nursery via the ``stack_factory`` fixture.
 from __future__ import annotations
 
 import base64
+import imaplib
 import poplib
 import smtplib
 import socket
@@ -437,3 +438,42 @@ async def test_connection_limit_refusal(stack_factory: StackFactory) -> None:
         assert await in_thread(conversation) == (
             b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
         )
+
+
+async def test_imap_expunge_during_pop3_session(stack_factory: StackFactory) -> None:
+    """The same INBOX over IMAP: an IMAP client expunges a message while a
+    POP3 session holds its snapshot; RETR of it fails, QUIT still succeeds."""
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("imap", "pop3"))
+        await deliver(stack, MESSAGE)
+        await deliver(stack, MESSAGE.replace(b"dots", b"second"))
+        pop = await in_thread(lambda: login(pop_tls(stack)))
+
+        def imap_expunge_first() -> None:
+            host, port = stack.addr("imap", implicit_tls=True)
+            with imaplib.IMAP4_SSL(host, port, ssl_context=stack.client_ssl_context()) as imap:
+                imap.login(*ALICE)
+                imap.select("INBOX")
+                imap.store("1", "+FLAGS", "(\\Deleted)")
+                imap.expunge()
+                imap.logout()
+
+        await in_thread(imap_expunge_first)
+        await trio.sleep(0.5)  # let the change reach the POP3 session's watcher
+
+        def pop_rest() -> tuple[bytes, bytes, bytes]:
+            try:
+                pop.retr(1)
+            except poplib.error_proto as exc:
+                gone = bytes(exc.args[0])
+            else:
+                gone = b"retrieved"
+            second = pop.retr(2)[0]
+            pop.dele(2)
+            return gone, second, pop.quit()
+
+        gone, second, bye = await in_thread(pop_rest)
+        assert gone == b"-ERR message 1 no longer exists"
+        assert second.startswith(b"+OK ")
+        assert bye == b"+OK bye"
+        assert (await inbox_of(stack)).messages == 0
