@@ -1,0 +1,570 @@
+"""The IMAP commands that touch the store (RFC 9051 6), run by server.py.
+
+Each handler sends its untagged responses through ``send`` as it goes (a
+FETCH of 10,000 messages is never held whole in memory) and returns the
+tagged completion.  Parsing, state rules and serialization are in the PURE
+modules; this file only joins them to the Store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from mailstack import mime
+from mailstack.imap import bodystructure, responses
+from mailstack.imap import commands as c
+from mailstack.imap.mailbox_view import MailboxView
+from mailstack.imap.mutf7 import Mutf7Error
+from mailstack.imap.protocol import (
+    ENABLEABLE,
+    SessionState,
+    State,
+    list_matches,
+    valid_mailbox_name,
+)
+from mailstack.imap.search import Candidate, Scope, matches, needs_content, utc_now
+from mailstack.imap.sequence import SequenceSet, from_numbers
+from mailstack.secret import Secret
+from mailstack.service import ServiceContext
+from mailstack.store.records import (
+    SYSTEM_FLAGS,
+    AccountRecord,
+    AlreadyExists,
+    Change,
+    ChangeKind,
+    InvalidName,
+    MailboxRecord,
+    MessageRecord,
+    NotFound,
+    OverQuota,
+    TooBig,
+)
+
+Send = Callable[[bytes], Awaitable[None]]
+SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+
+
+class CommandFailed(Exception):
+    """Answered with a tagged NO (or BAD) carrying ``code`` and ``text``."""
+
+    def __init__(self, text: str, code: str = "", status: str = "NO") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.status = status
+
+
+class Handlers:
+    def __init__(self, ctx: ServiceContext, session: SessionState, send: Send) -> None:
+        self.ctx = ctx
+        self.store = ctx.store
+        self.session = session
+        self.send = send
+        self.account: AccountRecord | None = None
+        self.mailbox: MailboxRecord | None = None
+        self.view: MailboxView | None = None
+        self.readonly = False
+        self.saved: tuple[int, ...] = ()  # RFC 5182 search result (UIDs)
+
+    # -- helpers -------------------------------------------------------------
+    @property
+    def account_id(self) -> int:
+        assert self.account is not None
+        return self.account.id
+
+    def _name(self, wire: str) -> str:
+        try:
+            return self.session.decode_name(wire)
+        except Mutf7Error:
+            raise CommandFailed("Mailbox name is not valid modified UTF-7", "CANNOT") from None
+
+    async def _mailbox(self, wire: str, missing_code: str = "NONEXISTENT") -> MailboxRecord:
+        mailbox = await self.store.get_mailbox(self.account_id, self._name(wire))
+        if mailbox is None:
+            raise CommandFailed("No such mailbox", missing_code)
+        return mailbox
+
+    def _quote_name(self, name: str) -> bytes:
+        return responses.astring(self.session.encode_name(name), utf8=self.session.utf8)
+
+    def _selected(self) -> tuple[MailboxRecord, MailboxView]:
+        assert self.mailbox is not None and self.view is not None
+        return self.mailbox, self.view
+
+    def _target_uids(self, seqs: SequenceSet, uid: bool) -> list[int]:
+        _, view = self._selected()
+        if seqs.saved:
+            return [u for u in self.saved if view.seq_of(u) is not None]
+        if uid:
+            return seqs.select_uids(view.uids)
+        if view.exists == 0:
+            return []
+        numbers = seqs.sequence_numbers(view.exists)
+        if numbers is None:
+            raise CommandFailed("Invalid message sequence number", status="BAD")
+        return [view.uid_of(n) for n in numbers]
+
+    async def _records(self, uids: list[int]) -> list[MessageRecord]:
+        if not uids:
+            return []
+        mailbox, _ = self._selected()
+        wanted = set(uids)
+        records = await self.store.list_messages(mailbox.id, since_uid=min(uids) - 1)
+        return [r for r in records if r.uid in wanted]
+
+    def note_change(self, change: Change) -> None:
+        """A change from the store's channel (other sessions, deliveries)."""
+        if self.view is None or change.mailbox_id != self.view.mailbox_id or change.uid is None:
+            return
+        if change.kind is ChangeKind.MESSAGE_NEW:
+            self.view.message_added(change.uid, change.flags or frozenset())
+        elif change.kind is ChangeKind.MESSAGE_EXPUNGED:
+            self.view.message_expunged(change.uid)
+        elif change.kind is ChangeKind.MESSAGE_FLAGS and change.flags is not None:
+            self.view.flags_changed(change.uid, change.flags)
+
+    async def flush(self, *, expunges_allowed: bool) -> None:
+        if self.view is not None and self.view.has_pending:
+            for line in self.view.flush(expunges_allowed=expunges_allowed):
+                await self.send(line)
+
+    # -- commands ---------------------------------------------------------------
+    async def login(self, username: str, password: str, peer_ip: str) -> AccountRecord | None:
+        return await self.ctx.auth.verify(username, Secret(password), peer_ip=peer_ip)
+
+    async def enable(self, cmd: c.Enable) -> str:
+
+        newly = [
+            cap for cap in cmd.capabilities if cap in ENABLEABLE and cap not in self.session.enabled
+        ]
+        self.session.enabled.update(newly)
+        names = {"IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT"}
+        await self.send(responses.untagged(" ".join(["ENABLED", *(names[n] for n in newly)])))
+        return "Enabled"
+
+    async def select(self, cmd: c.Select) -> tuple[str, str]:
+        if self.mailbox is not None:
+            self.mailbox = None
+            self.view = None
+            self.session.state = State.AUTHENTICATED
+            if self.session.rev2:
+                await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
+        mailbox = await self._mailbox(cmd.mailbox)
+        records = await self.store.list_messages(mailbox.id)
+        view = MailboxView(mailbox.id, [(r.uid, r.flags) for r in records])
+        out = [
+            f"FLAGS {SYSTEM_FLAG_LIST}",
+            f"OK [PERMANENTFLAGS {SYSTEM_FLAG_LIST[:-1]} \\*)] Flags permitted",
+            f"{view.exists} EXISTS",
+        ]
+        if not self.session.rev2:
+            out.append("0 RECENT")
+            first_unseen = next(
+                (i + 1 for i, r in enumerate(records) if "\\Seen" not in r.flags), None
+            )
+            if first_unseen is not None:
+                out.append(f"OK [UNSEEN {first_unseen}] First unseen")
+        out += [
+            f"OK [UIDVALIDITY {mailbox.uidvalidity}] UIDs valid",
+            f"OK [UIDNEXT {mailbox.uidnext}] Predicted next UID",
+            f"OK [HIGHESTMODSEQ {mailbox.highestmodseq}] Highest",
+        ]
+        if self.session.rev2:
+            out.append('LIST () "/" ' + self._quote_name(mailbox.name).decode("utf-8", "replace"))
+        for line in out:
+            await self.send(responses.untagged(line))
+        self.mailbox = mailbox
+        self.view = view
+        self.readonly = cmd.readonly
+        self.saved = ()
+        self.session.state = State.SELECTED
+        return ("READ-ONLY" if cmd.readonly else "READ-WRITE"), "Selected"
+
+    async def create(self, cmd: c.Create) -> str:
+        name = self._name(cmd.mailbox)
+        if not valid_mailbox_name(name) or name == "INBOX":
+            raise CommandFailed("Invalid or reserved mailbox name", "CANNOT")
+        special = cmd.special_use
+        if special is not None and special not in (
+            "\\Archive",
+            "\\Drafts",
+            "\\Junk",
+            "\\Sent",
+            "\\Trash",
+            "\\All",
+            "\\Flagged",
+        ):
+            raise CommandFailed("Unknown special use", "USEATTR")
+        try:
+            await self.store.create_mailbox(self.account_id, name, special)
+        except AlreadyExists:
+            raise CommandFailed("Mailbox exists", "ALREADYEXISTS") from None
+        except InvalidName as exc:
+            raise CommandFailed(str(exc) or "Invalid name", "CANNOT") from None
+        return "Created"
+
+    async def delete(self, cmd: c.Delete) -> str:
+        name = self._name(cmd.mailbox)
+        if name == "INBOX":
+            raise CommandFailed("INBOX cannot be deleted", "CANNOT")
+        try:
+            await self.store.delete_mailbox(self.account_id, name)
+        except NotFound:
+            raise CommandFailed("No such mailbox", "NONEXISTENT") from None
+        if self.mailbox is not None and self.mailbox.name == name:
+            self.mailbox = None
+            self.view = None
+            self.session.state = State.AUTHENTICATED
+        return "Deleted"
+
+    async def rename(self, cmd: c.Rename) -> str:
+        old, new = self._name(cmd.old), self._name(cmd.new)
+        if not valid_mailbox_name(new) or new == "INBOX":
+            raise CommandFailed("Invalid or reserved mailbox name", "CANNOT")
+        try:
+            await self.store.rename_mailbox(self.account_id, old, new)
+        except NotFound:
+            raise CommandFailed("No such mailbox", "NONEXISTENT") from None
+        except AlreadyExists:
+            raise CommandFailed("Target exists", "ALREADYEXISTS") from None
+        except InvalidName as exc:
+            raise CommandFailed(str(exc) or "Invalid name", "CANNOT") from None
+        return "Renamed"
+
+    async def subscribe(self, cmd: c.Subscribe) -> str:
+        try:
+            await self.store.set_subscribed(self.account_id, self._name(cmd.mailbox), cmd.subscribe)
+        except NotFound:
+            raise CommandFailed("No such mailbox", "NONEXISTENT") from None
+        return "Done"
+
+    async def list(self, cmd: c.ListCmd) -> str:
+        if not cmd.lsub and cmd.patterns == ("",):
+            # RFC 9051 6.3.9: an empty pattern asks for the delimiter.
+            await self.send(responses.untagged('LIST (\\Noselect) "/" ""'))
+            return "List completed"
+        mailboxes = await self.store.list_mailboxes(self.account_id)
+        by_name = {m.name: m for m in mailboxes}
+        names = set(by_name)
+        for name in list(names):
+            parts = name.split("/")
+            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        reference = self._name(cmd.reference) if cmd.reference else ""
+        patterns = [reference + self._name(p) if p else reference for p in cmd.patterns]
+        subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.selection
+        special_only = "SPECIAL-USE" in cmd.selection
+        keyword = "LSUB" if cmd.lsub else "LIST"
+        for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+            if not any(list_matches(p, name) for p in patterns):
+                continue
+            mailbox = by_name.get(name)
+            if subscribed_only and (mailbox is None or not mailbox.subscribed):
+                continue
+            if special_only and (mailbox is None or mailbox.special_use is None):
+                continue
+            attrs: list[str] = []
+            if mailbox is None:
+                attrs += ["\\NonExistent", "\\Noselect"] if not cmd.lsub else ["\\Noselect"]
+            has_children = any(other.startswith(name + "/") for other in names)
+            if not cmd.lsub:
+                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                if mailbox is not None and mailbox.special_use:
+                    attrs.append(mailbox.special_use)
+                if (
+                    mailbox is not None
+                    and mailbox.subscribed
+                    and (subscribed_only or "SUBSCRIBED" in cmd.returns)
+                ):
+                    attrs.append("\\Subscribed")
+            line = b'* %s (%s) "/" %s\r\n' % (
+                keyword.encode(),
+                " ".join(attrs).encode(),
+                self._quote_name(name),
+            )
+            await self.send(line)
+            if cmd.status_items and mailbox is not None:
+                await self._send_status(mailbox, cmd.status_items)
+        return f"{keyword} completed"
+
+    async def namespace(self) -> str:
+        await self.send(responses.untagged('NAMESPACE (("" "/")) NIL NIL'))
+        return "Namespace completed"
+
+    async def _send_status(self, mailbox: MailboxRecord, items: tuple[str, ...]) -> None:
+        values: list[str] = []
+        deleted: int | None = None
+        for item in items:
+            if item == "MESSAGES":
+                value = mailbox.messages
+            elif item == "UIDNEXT":
+                value = mailbox.uidnext
+            elif item == "UIDVALIDITY":
+                value = mailbox.uidvalidity
+            elif item == "UNSEEN":
+                value = mailbox.unseen
+            elif item == "SIZE":
+                value = mailbox.size
+            elif item == "RECENT":
+                value = 0
+            elif item == "HIGHESTMODSEQ":
+                value = mailbox.highestmodseq
+            elif item == "DELETED":
+                if deleted is None:
+                    records = await self.store.list_messages(mailbox.id)
+                    deleted = sum(1 for r in records if "\\Deleted" in r.flags)
+                value = deleted
+            else:
+                raise CommandFailed(f"Unknown status item {item}", status="BAD")
+            values.append(f"{item} {value}")
+        await self.send(
+            b"* STATUS %s (%s)\r\n" % (self._quote_name(mailbox.name), " ".join(values).encode())
+        )
+
+    async def status(self, cmd: c.Status) -> str:
+        mailbox = await self._mailbox(cmd.mailbox)
+        await self._send_status(mailbox, cmd.items)
+        return "Status completed"
+
+    async def append(self, cmd: c.Append) -> tuple[str, str]:
+        mailbox = await self._mailbox(cmd.mailbox, missing_code="TRYCREATE")
+        if len(cmd.message) > self.ctx.config.imap.max_literal_bytes:
+            raise CommandFailed("Message too big", "TOOBIG")
+        flags = [f for f in cmd.flags if f != "\\Recent"]
+        try:
+            stored = await self.store.append(
+                mailbox.id, cmd.message, flags=flags, internal_date=cmd.date
+            )
+        except TooBig:
+            raise CommandFailed("Message too big", "TOOBIG") from None
+        except OverQuota:
+            raise CommandFailed("Quota exceeded", "OVERQUOTA") from None
+        if self.view is not None and self.view.mailbox_id == mailbox.id:
+            self.view.message_added(stored.uid, frozenset(flags))
+        return f"APPENDUID {stored.uidvalidity} {stored.uid}", "Append completed"
+
+    async def close(self, *, expunge: bool) -> str:
+        mailbox, _ = self._selected()
+        if expunge and not self.readonly:
+            # RFC 9051 6.4.1: CLOSE expunges silently.
+            await self.store.expunge(mailbox.id)
+        self.mailbox = None
+        self.view = None
+        self.session.state = State.AUTHENTICATED
+        return "Closed"
+
+    async def expunge(self, cmd: c.Expunge) -> str:
+        mailbox, view = self._selected()
+        if self.readonly:
+            raise CommandFailed("Mailbox is read-only", "CANNOT")
+        uids = None if cmd.uids is None else self._target_uids(cmd.uids, uid=True)
+        if uids == []:
+            return "Expunge completed"
+        removed = await self.store.expunge(mailbox.id, uids)
+        for seq in view.remove_now(removed):
+            await self.send(b"* %d EXPUNGE\r\n" % seq)
+        return "Expunge completed"
+
+    async def search(self, cmd: c.Search, tag: str) -> str:
+        mailbox, view = self._selected()
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+        records = await self.store.list_messages(mailbox.id)
+        scope = Scope(view.exists, view.uids[-1] if view.uids else 0, utc_now(), self.saved)
+        content = needs_content(cmd.key)
+        found: list[int] = []  # UIDs in mailbox order
+        for record in records:
+            seq = view.seq_of(record.uid)
+            if seq is None:
+                continue
+            candidate = Candidate(seq, record, view.flags[record.uid])
+            if content:
+                candidate.raw = await self.store.read_content(record.content_id)
+            if matches(cmd.key, candidate, scope):
+                found.append(record.uid)
+        numbers = found if cmd.uid else [view.seq_of(u) or 0 for u in found]
+        returns = cmd.returns
+        if returns is None and self.session.rev2:
+            returns = ("ALL",)
+        if returns is None:
+            await self.send(responses.untagged(" ".join(["SEARCH", *map(str, numbers)])))
+            return "Search completed"
+        if "SAVE" in returns:
+            self.saved = tuple(found)
+            returns = tuple(r for r in returns if r != "SAVE")
+            if not returns:
+                return "Search completed"
+        parts = [f'ESEARCH (TAG "{tag}")']
+        if cmd.uid:
+            parts.append("UID")
+        if numbers:
+            if "MIN" in returns:
+                parts.append(f"MIN {min(numbers)}")
+            if "MAX" in returns:
+                parts.append(f"MAX {max(numbers)}")
+            if "ALL" in returns:
+                parts.append(f"ALL {from_numbers(sorted(numbers))}")
+        if "COUNT" in returns:
+            parts.append(f"COUNT {len(numbers)}")
+        await self.send(responses.untagged(" ".join(parts)))
+        return "Search completed"
+
+    async def fetch(self, cmd: c.Fetch) -> str:
+        mailbox, view = self._selected()
+        uids = self._target_uids(cmd.sequence, cmd.uid)
+        items = list(cmd.items)
+        if cmd.uid and not any(i.name == "UID" for i in items):
+            items.insert(0, c.FetchAtt("UID"))
+        needs_raw = any(
+            i.section is not None or i.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT")
+            for i in items
+        )
+        sets_seen = not self.readonly and any(
+            (i.name in ("BODY", "BINARY") and i.section is not None)
+            or i.name in ("RFC822", "RFC822.TEXT")
+            for i in items
+        )
+        records = await self._records(uids)
+        if sets_seen:
+            unseen = [r.uid for r in records if "\\Seen" not in view.flags.get(r.uid, r.flags)]
+            if unseen:
+                changed, _ = await self.store.set_flags(mailbox.id, unseen, "add", ["\\Seen"])
+                for record in changed:
+                    view.set_flags(record.uid, record.flags)
+                if not any(i.name == "FLAGS" for i in items):
+                    items.append(c.FetchAtt("FLAGS"))
+        utf8 = self.session.utf8
+        for record in records:
+            seq = view.seq_of(record.uid)
+            if seq is None:
+                continue
+            raw = await self.store.read_content(record.content_id) if needs_raw else b""
+            tree = mime.parse_tree(raw) if needs_raw else None
+            parts = [self._fetch_item(item, record, view, raw, tree, utf8) for item in items]
+            await self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+        return "Fetch completed"
+
+    def _fetch_item(
+        self,
+        item: c.FetchAtt,
+        record: MessageRecord,
+        view: MailboxView,
+        raw: bytes,
+        tree: mime.Part | None,
+        utf8: bool,
+    ) -> bytes:
+        name = item.name
+        if name == "UID":
+            return b"UID %d" % record.uid
+        if name == "FLAGS":
+            return b"FLAGS " + responses.flag_list(view.flags.get(record.uid, record.flags))
+        if name == "INTERNALDATE":
+            return b"INTERNALDATE " + responses.date_time(record.internal_date)
+        if name == "RFC822.SIZE":
+            return b"RFC822.SIZE %d" % record.size
+        if name == "MODSEQ":
+            return b"MODSEQ (%d)" % record.modseq
+        if name == "ENVELOPE":
+            return b"ENVELOPE " + responses.envelope(record.envelope, utf8=utf8)
+        if name == "BODYSTRUCTURE":
+            return b"BODYSTRUCTURE " + responses.bodystructure(
+                record.bodystructure, extensible=True, utf8=utf8
+            )
+        if name == "BODY" and item.section is None:
+            return b"BODY " + responses.bodystructure(
+                record.bodystructure, extensible=False, utf8=utf8
+            )
+        assert tree is not None
+        if name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+            section = {"RFC822": c.Section(), "RFC822.HEADER": c.Section(text="HEADER")}.get(
+                name, c.Section(text="TEXT")
+            )
+            return name.encode() + b" " + _literal(bodystructure.extract(raw, tree, section))
+        assert item.section is not None
+        if name == "BINARY.SIZE":
+            data = bodystructure.binary(raw, tree, item.section)
+            return b"BINARY.SIZE[%s] %d" % (str(item.section).encode(), len(data or b""))
+        if name.startswith("BINARY"):
+            data = bodystructure.binary(raw, tree, item.section)
+            label = b"BINARY[%s]" % str(item.section).encode()
+        else:
+            data = bodystructure.extract(raw, tree, item.section)
+            label = b"BODY[%s]" % str(item.section).encode()
+        if item.partial is not None and data is not None:
+            start, count = item.partial
+            data = data[start : start + count]
+            label += b"<%d>" % start
+        if name.startswith("BINARY") and data is not None and b"\0" in data:
+            return label + b" ~{%d}\r\n" % len(data) + data
+        return label + b" " + _literal(data)
+
+    async def store_flags(self, cmd: c.Store) -> str:
+        mailbox, view = self._selected()
+        if self.readonly:
+            raise CommandFailed("Mailbox is read-only", "CANNOT")
+        uids = self._target_uids(cmd.sequence, cmd.uid)
+        flags = [f for f in cmd.flags if f != "\\Recent"]
+        for flag in flags:
+            if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
+                raise CommandFailed(f"Flag {flag} cannot be set", status="BAD")
+        if uids:
+            changed, _ = await self.store.set_flags(mailbox.id, uids, cmd.mode, flags)
+            for record in changed:
+                view.set_flags(record.uid, record.flags)
+        if not cmd.silent:
+            for uid in uids:
+                seq = view.seq_of(uid)
+                if seq is None:
+                    continue
+                uid_part = b"UID %d " % uid if cmd.uid else b""
+                await self.send(
+                    b"* %d FETCH (%sFLAGS %s)\r\n"
+                    % (seq, uid_part, responses.flag_list(view.flags[uid]))
+                )
+        return "Store completed"
+
+    async def copy(self, cmd: c.Copy) -> tuple[str, str]:
+        mailbox, view = self._selected()
+        if cmd.move and self.readonly:
+            raise CommandFailed("Mailbox is read-only", "CANNOT")
+        dest = await self._mailbox(cmd.mailbox, missing_code="TRYCREATE")
+        uids = self._target_uids(cmd.sequence, cmd.uid)
+        if not uids:
+            return "", "Nothing to do"
+        try:
+            if cmd.move:
+                pairs = await self.store.move_messages(mailbox.id, uids, dest.id)
+            else:
+                pairs = await self.store.copy_messages(mailbox.id, uids, dest.id)
+        except OverQuota:
+            raise CommandFailed("Quota exceeded", "OVERQUOTA") from None
+        code = ""
+        if pairs:
+            src = from_numbers(sorted(p[0] for p in pairs))
+            new = ",".join(str(p[1]) for p in sorted(pairs))
+            code = f"COPYUID {dest.uidvalidity} {src} {new}"
+        if dest.id == mailbox.id:
+            for _, new_uid in pairs:
+                view.message_added(new_uid, view.flags.get(new_uid, frozenset()))
+        if cmd.move:
+            # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
+            if code:
+                await self.send(responses.untagged(f"OK [{code}] Moved"))
+            for seq in view.remove_now([p[0] for p in pairs]):
+                await self.send(b"* %d EXPUNGE\r\n" % seq)
+            return "", "Move completed"
+        return code, "Copy completed"
+
+    async def id(self) -> str:
+        await self.send(responses.untagged('ID ("name" "mailstack")'))
+        return "ID completed"
+
+
+def _literal(data: bytes | None) -> bytes:
+    if data is None:
+        return b"NIL"
+    return b"{%d}\r\n" % len(data) + data
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
