@@ -477,3 +477,29 @@ async def test_imap_expunge_during_pop3_session(stack_factory: StackFactory) -> 
         assert second.startswith(b"+OK ")
         assert bye == b"+OK bye"
         assert (await inbox_of(stack)).messages == 0
+
+
+async def test_on_postgresql(stack_factory: StackFactory, pg_url: str) -> None:
+    """The same retrieval, read-ahead and UPDATE against PostgreSQL."""
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("pop3",), database={"url": pg_url})
+        for n in range(40):  # more than one read-ahead batch
+            await deliver(stack, MESSAGE.replace(b"dots", b"pg %d" % n))
+
+        def conversation() -> tuple[list[bytes], int]:
+            client = login(pop_tls(stack))
+            subjects = []
+            for number in range(1, 41):
+                lines = client.retr(number)[1]
+                subjects.append(next(ln for ln in lines if ln.startswith(b"Subject:")))
+                if number % 2:
+                    client.dele(number)
+            client.quit()
+            again = login(pop_tls(stack))
+            count = again.stat()[0]
+            again.quit()
+            return subjects, count
+
+        subjects, count = await in_thread(conversation)
+        assert subjects == [b"Subject: pg %d" % n for n in range(40)]
+        assert count == 20
