@@ -398,6 +398,10 @@ def _build(raw: bytes, start: int, end: int, depth: int, digest: bool, budget: l
             part.params = [("charset", "us-ascii")]
     else:
         part.type, part.subtype, part.params = ctype
+        if part.type.lower() == "text" and not any(k.lower() == "charset" for k, _ in part.params):
+            # RFC 2045 5.2: text without a charset is US-ASCII; say so, as
+            # clients choose the decoder from the BODYSTRUCTURE.
+            part.params = [("charset", "us-ascii"), *part.params]
     budget[0] -= 1
     if depth >= MAX_DEPTH or budget[0] <= 0:
         if part.type.lower() in ("multipart", "message"):
