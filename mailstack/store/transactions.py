@@ -19,10 +19,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, delete, exists, func, select, update
+from sqlalchemy import (
+    Table,
+    Update,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from mailstack.mime import MessageAnalysis
@@ -168,28 +181,50 @@ def _change_record(row: ChangeLog) -> Change:
 # -- shared write helpers ----------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A mailbox row after UIDs were claimed from it (see _claim_uids)."""
+
+    id: int
+    account_id: int
+    name: str
+    uidvalidity: int
+    highestmodseq: int
+    first_uid: int
+
+
 def _log(
     session: Session,
-    mailbox: Mailbox,
+    mailbox: Mailbox | _Slot,
     kind: ChangeKind,
     *,
     uid: int | None = None,
     flags: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        ChangeLog(
-            account_id=mailbox.account_id,
-            mailbox_id=mailbox.id,
-            mailbox_name=mailbox.name,
-            modseq=mailbox.highestmodseq,
-            kind=kind.value,
-            uid=uid,
-            flags=flags,
-            detail=detail or {},
-            created_at=_now(),
-        )
-    )
+    row = _log_row(mailbox, kind, uid=uid, flags=flags, detail=detail)
+    session.connection().execute(_INSERT_CHANGE, [row])
+
+
+def _log_row(
+    mailbox: Mailbox | _Slot,
+    kind: ChangeKind,
+    *,
+    uid: int | None = None,
+    flags: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "account_id": mailbox.account_id,
+        "mailbox_id": mailbox.id,
+        "mailbox_name": mailbox.name,
+        "modseq": mailbox.highestmodseq,
+        "kind": kind.value,
+        "uid": uid,
+        "flags": flags,
+        "detail": detail or {},
+        "created_at": _now(),
+    }
 
 
 def _bump(mailbox: Mailbox) -> int:
@@ -282,55 +317,141 @@ def _new_mailbox(session: Session, account_id: int, name: str, special_use: str 
     return mailbox
 
 
-def _add_message(
-    session: Session,
-    account: Account,
-    mailbox: Mailbox,
-    *,
-    content_id: int,
-    size: int,
-    flags: frozenset[str],
-    internal_date: datetime,
-    analysis: MessageAnalysis,
-    modseq: int | None = None,
-) -> StoredMessage:
-    uid = mailbox.uidnext
-    mailbox.uidnext += 1
-    if modseq is None:
-        modseq = _bump(mailbox)
-    flags_text = names.flags_to_text(flags)
-    session.add(
-        Message(
-            mailbox_id=mailbox.id,
-            uid=uid,
-            modseq=modseq,
-            flags=flags_text,
-            seen="\\Seen" in flags,
-            deleted="\\Deleted" in flags,
-            internal_date=internal_date.astimezone(UTC),
-            size=size,
-            content_id=content_id,
-            envelope=analysis.envelope,
-            bodystructure=analysis.bodystructure,
-            headers=analysis.headers,
+# The statements of the delivery path are built once: building and
+# cache-keying a statement costs more CPU than SQLite spends running it, and
+# group commit makes CPU the limit.
+_ACCOUNTS = cast(Table, Account.__table__)
+_MAILBOXES = cast(Table, Mailbox.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_CONTENTS = cast(Table, MessageContent.__table__)
+_CHANGES = cast(Table, ChangeLog.__table__)
+
+# Add to the account's usage only if its quota allows; one UPDATE, which is
+# also the row lock on PostgreSQL.
+_CHARGE = (
+    update(_ACCOUNTS)
+    .where(
+        _ACCOUNTS.c.id == bindparam("account"),
+        or_(
+            _ACCOUNTS.c.quota_bytes.is_(None),
+            _ACCOUNTS.c.used_bytes + bindparam("add_bytes") <= _ACCOUNTS.c.quota_bytes,
+        ),
+        or_(
+            _ACCOUNTS.c.quota_messages.is_(None),
+            _ACCOUNTS.c.used_messages + bindparam("add_messages") <= _ACCOUNTS.c.quota_messages,
+        ),
+    )
+    .values(
+        used_bytes=_ACCOUNTS.c.used_bytes + bindparam("add_bytes"),
+        used_messages=_ACCOUNTS.c.used_messages + bindparam("add_messages"),
+    )
+)
+# Take UIDs and one new MODSEQ from a mailbox: atomic, and the row lock on
+# PostgreSQL (SQLite writers are already serialized by BEGIN IMMEDIATE).
+_CLAIM = (
+    update(_MAILBOXES)
+    .values(
+        uidnext=_MAILBOXES.c.uidnext + bindparam("count"),
+        highestmodseq=_MAILBOXES.c.highestmodseq + 1,
+    )
+    .returning(
+        _MAILBOXES.c.id,
+        _MAILBOXES.c.account_id,
+        _MAILBOXES.c.name,
+        _MAILBOXES.c.uidvalidity,
+        _MAILBOXES.c.highestmodseq,
+        _MAILBOXES.c.uidnext,
+    )
+)
+_CLAIM_BY_ID = _CLAIM.where(_MAILBOXES.c.id == bindparam("mailbox"))
+_CLAIM_INBOX = _CLAIM.where(
+    _MAILBOXES.c.account_id == bindparam("account"), _MAILBOXES.c.name == names.INBOX
+)
+_INSERT_CONTENT = insert(_CONTENTS).returning(_CONTENTS.c.id)
+_INSERT_MESSAGE = insert(_MESSAGES)
+_INSERT_CHANGE = insert(_CHANGES)
+
+
+def _charge(session: Session, account_id: int, add_bytes: int, add_messages: int) -> None:
+    """Charge the account's quota, else NotFound / OverQuota."""
+    params = {"account": account_id, "add_bytes": add_bytes, "add_messages": add_messages}
+    if session.connection().execute(_CHARGE, params).rowcount == 1:
+        return
+    address = session.scalar(select(Account.address).where(Account.id == account_id))
+    if address is None:
+        raise NotFound(f"no account with id {account_id}")
+    raise OverQuota(f"{address} is over its quota")
+
+
+def _claim_uids(session: Session, statement: Update, params: dict[str, Any]) -> _Slot:
+    row = session.connection().execute(statement, params).one_or_none()
+    if row is None:
+        raise NotFound("no such mailbox")
+    return _Slot(
+        id=row.id,
+        account_id=row.account_id,
+        name=row.name,
+        uidvalidity=row.uidvalidity,
+        highestmodseq=row.highestmodseq,
+        first_uid=row.uidnext - params["count"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _NewMessage:
+    content_id: int
+    size: int
+    flags: frozenset[str]
+    internal_date: datetime
+    analysis: MessageAnalysis
+
+
+def _insert_messages(
+    session: Session, slot: _Slot, messages: Sequence[_NewMessage]
+) -> list[StoredMessage]:
+    """Insert messages with consecutive UIDs from ``slot`` and their
+    change-log rows (the caller charged the quota)."""
+    message_rows: list[dict[str, Any]] = []
+    log_rows: list[dict[str, Any]] = []
+    stored: list[StoredMessage] = []
+    for offset, new in enumerate(messages):
+        uid = slot.first_uid + offset
+        flags_text = names.flags_to_text(new.flags)
+        message_rows.append(
+            {
+                "mailbox_id": slot.id,
+                "uid": uid,
+                "modseq": slot.highestmodseq,
+                "flags": flags_text,
+                "seen": "\\Seen" in new.flags,
+                "deleted": "\\Deleted" in new.flags,
+                "internal_date": new.internal_date.astimezone(UTC),
+                "size": new.size,
+                "content_id": new.content_id,
+                "envelope": new.analysis.envelope,
+                "bodystructure": new.analysis.bodystructure,
+                "headers": new.analysis.headers,
+            }
         )
-    )
-    _use(account, size, 1)
-    _log(session, mailbox, ChangeKind.MESSAGE_NEW, uid=uid, flags=flags_text)
-    return StoredMessage(
-        account_id=account.id,
-        mailbox_id=mailbox.id,
-        uidvalidity=mailbox.uidvalidity,
-        uid=uid,
-        modseq=modseq,
-    )
+        log_rows.append(_log_row(slot, ChangeKind.MESSAGE_NEW, uid=uid, flags=flags_text))
+        stored.append(
+            StoredMessage(
+                account_id=slot.account_id,
+                mailbox_id=slot.id,
+                uidvalidity=slot.uidvalidity,
+                uid=uid,
+                modseq=slot.highestmodseq,
+            )
+        )
+    connection = session.connection()
+    connection.execute(_INSERT_MESSAGE, message_rows)
+    connection.execute(_INSERT_CHANGE, log_rows)
+    return stored
 
 
 def _add_content(session: Session, raw: bytes) -> int:
-    content = MessageContent(data=raw)
-    session.add(content)
-    session.flush()
-    return content.id
+    content_id: int = session.connection().execute(_INSERT_CONTENT, {"data": raw}).scalar_one()
+    return content_id
 
 
 # -- domains, accounts, aliases ----------------------------------------------
@@ -690,23 +811,13 @@ def deliver(
     ordered = sorted(set(account_ids))
     if not ordered:
         return []
-    accounts = {account_id: _lock_account(session, account_id) for account_id in ordered}
-    for account in accounts.values():
-        _check_quota(account, len(raw), 1)
-    content_id = _add_content(session, raw)
+    for account_id in ordered:
+        _charge(session, account_id, len(raw), 1)
+    new = _NewMessage(_add_content(session, raw), len(raw), frozenset(), internal_date, analysis)
     stored = {}
-    for account_id, account in accounts.items():
-        inbox = _find_mailbox(session, account_id, names.INBOX, lock=True)
-        stored[account_id] = _add_message(
-            session,
-            account,
-            inbox,
-            content_id=content_id,
-            size=len(raw),
-            flags=frozenset(),
-            internal_date=internal_date,
-            analysis=analysis,
-        )
+    for account_id in ordered:
+        slot = _claim_uids(session, _CLAIM_INBOX, {"account": account_id, "count": 1})
+        [stored[account_id]] = _insert_messages(session, slot, [new])
     return [stored[account_id] for account_id in dict.fromkeys(account_ids)]
 
 
@@ -718,19 +829,11 @@ def append(
     flags: frozenset[str],
     internal_date: datetime,
 ) -> StoredMessage:
-    account = _lock_account(session, _mailbox_account(session, mailbox_id))
-    mailbox = _lock_mailbox(session, mailbox_id)
-    _check_quota(account, len(raw), 1)
-    return _add_message(
-        session,
-        account,
-        mailbox,
-        content_id=_add_content(session, raw),
-        size=len(raw),
-        flags=flags,
-        internal_date=internal_date,
-        analysis=analysis,
-    )
+    _charge(session, _mailbox_account(session, mailbox_id), len(raw), 1)
+    slot = _claim_uids(session, _CLAIM_BY_ID, {"mailbox": mailbox_id, "count": 1})
+    new = _NewMessage(_add_content(session, raw), len(raw), flags, internal_date, analysis)
+    [stored] = _insert_messages(session, slot, [new])
+    return stored
 
 
 def list_messages(session: Session, mailbox_id: int, since_uid: int = 0) -> list[MessageRecord]:
@@ -806,32 +909,27 @@ def copy_messages(
 ) -> list[tuple[int, int]]:
     """COPY (RFC 9051 6.4.7): flags and internal date are kept; the copies
     share content with the originals."""
-    account = _lock_account(session, _mailbox_account(session, dest_mailbox_id))
-    _source, dest = _lock_pair(session, src_mailbox_id, dest_mailbox_id)
+    _mailbox_account(session, src_mailbox_id)  # NotFound for a bad source
     messages = _messages_by_uid(session, src_mailbox_id, uids)
     if not messages:
         return []
-    _check_quota(account, sum(m.size for m in messages), len(messages))
-    modseq = _bump(dest)
-    pairs = []
-    for message in messages:
-        stored = _add_message(
-            session,
-            account,
-            dest,
-            content_id=message.content_id,
-            size=message.size,
-            flags=names.flags_from_text(message.flags),
-            internal_date=_aware(message.internal_date),
+    account_id = _mailbox_account(session, dest_mailbox_id)
+    _charge(session, account_id, sum(m.size for m in messages), len(messages))
+    slot = _claim_uids(session, _CLAIM_BY_ID, {"mailbox": dest_mailbox_id, "count": len(messages)})
+    copies = [
+        _NewMessage(
+            content_id=m.content_id,
+            size=m.size,
+            flags=names.flags_from_text(m.flags),
+            internal_date=_aware(m.internal_date),
             analysis=MessageAnalysis(
-                envelope=message.envelope,
-                bodystructure=message.bodystructure,
-                headers=message.headers,
+                envelope=m.envelope, bodystructure=m.bodystructure, headers=m.headers
             ),
-            modseq=modseq,
         )
-        pairs.append((message.uid, stored.uid))
-    return pairs
+        for m in messages
+    ]
+    stored = _insert_messages(session, slot, copies)
+    return [(m.uid, new.uid) for m, new in zip(messages, stored, strict=True)]
 
 
 def move_messages(

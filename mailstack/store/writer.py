@@ -52,8 +52,17 @@ class Work(Generic[T]):
     error: BaseException | None = None
 
 
+class _ItemFailed(Exception):
+    """An item failed in a batch run without savepoints: rerun with them."""
+
+
 def run_batch(sessions: sessionmaker[Session], batch: list[Work[Any]], postgresql: bool) -> None:
-    """Run ``batch`` in one transaction (worker thread); fills result/error."""
+    """Run ``batch`` in one transaction (worker thread); fills result/error.
+
+    The batch first runs without savepoints (two statements and some
+    SQLAlchemy bookkeeping less per item, and items rarely fail).  If an item
+    fails, that transaction is rolled back and the batch runs again with a
+    SAVEPOINT around each item, so only the failing item is lost."""
     appliers: list[Callable[[Session], Any] | None] = []
     prepare_errors: list[BaseException | None] = []
     for work in batch:
@@ -63,25 +72,43 @@ def run_batch(sessions: sessionmaker[Session], batch: list[Work[Any]], postgresq
         except Exception as exc:  # e.g. InvalidName from validation
             appliers.append(None)
             prepare_errors.append(exc)
-    for attempt in range(1, ATTEMPTS + 1):
+    isolate = False
+    attempt = 1
+    while True:
         for work, error in zip(batch, prepare_errors, strict=True):
             work.result, work.error = None, error
         try:
-            _transaction(sessions, batch, appliers, postgresql)
+            _transaction(sessions, batch, appliers, postgresql, isolate=isolate)
             return
+        except _ItemFailed:
+            if sum(apply is not None for apply in appliers) == 1:
+                return  # the only item failed: its error is set, nothing to keep
+            isolate = True
         except OperationalError as exc:
             if attempt == ATTEMPTS:
                 log.warning("store write failed after %d attempts: %s", attempt, exc.orig)
-                failure = TemporaryFailure(f"database unavailable: {exc.orig}")
-                for work in batch:
-                    work.result, work.error = None, failure
+                _fail_all(batch, TemporaryFailure(f"database unavailable: {exc.orig}"))
                 return
             time.sleep(0.05 * attempt)
+            attempt += 1
         except DBAPIError as exc:
-            failure = TemporaryFailure(f"database error: {exc.orig}")
-            for work in batch:
-                work.result, work.error = None, failure
+            _fail_all(batch, TemporaryFailure(f"database error: {exc.orig}"))
             return
+
+
+def _fail_all(batch: list[Work[Any]], failure: TemporaryFailure) -> None:
+    for work in batch:
+        work.result, work.error = None, failure
+
+
+def _item_error(exc: Exception) -> BaseException:
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, IntegrityError):
+        # A concurrent writer in another process took the name first.
+        return AlreadyExists(str(exc.orig))
+    log.error("store write failed", exc_info=exc)
+    return exc
 
 
 def _transaction(
@@ -89,6 +116,8 @@ def _transaction(
     batch: list[Work[Any]],
     appliers: list[Callable[[Session], Any] | None],
     postgresql: bool,
+    *,
+    isolate: bool,
 ) -> None:
     with sessions() as session, session.begin():
         if postgresql:
@@ -99,18 +128,25 @@ def _transaction(
             if apply is None:
                 continue
             try:
-                with session.begin_nested():
+                if isolate:
+                    with session.begin_nested():
+                        work.result = apply(session)
+                else:
                     work.result = apply(session)
-            except StoreError as exc:
-                work.error = exc
-            except IntegrityError as exc:
-                # A concurrent writer in another process took the name first.
-                work.error = AlreadyExists(str(exc.orig))
-            except DBAPIError:
-                raise  # the whole transaction is in doubt: retry the batch
+                    session.flush()
+            except DBAPIError as exc:
+                if not isinstance(exc, IntegrityError):
+                    raise  # the whole transaction is in doubt: retry the batch
+                work.error = _item_error(exc)
+                if not isolate:
+                    raise _ItemFailed from exc
             except Exception as exc:
-                log.exception("store write failed")
-                work.error = exc
+                work.error = _item_error(exc)
+                if not isolate:
+                    raise _ItemFailed from exc
+            # Items mix ORM objects and Core UPDATEs (transactions.py); a
+            # clean identity map keeps the next item from seeing stale rows.
+            session.expunge_all()
 
 
 class GroupCommitWriter:
