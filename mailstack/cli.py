@@ -357,9 +357,10 @@ def _dev_banner(config: Config, address: str, password: str, cert_file: Path) ->
             f"  user        {address}",
             f"  password    {password}",
             f"  data        {config.data_path.resolve()}",
-            f"  certificate {cert_file.resolve()} (self-signed for localhost/127.0.0.1:",
-            "              trust this file in your client, e.g. "
-            f"`curl --cacert {cert_file.resolve()}` or openssl s_client -CAfile)",
+            f"  certificate {cert_file.resolve()}",
+            "              self-signed for localhost and 127.0.0.1: import it as trusted in",
+            "              your mail client, or test with `openssl s_client -connect",
+            f"              {DEV_HOST}:{DEV_PORTS['imap'][1]} -CAfile {cert_file.resolve()}`",
             "  plaintext login is allowed on these loopback ports; press Ctrl-C to stop.",
         ]
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import imaplib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -389,6 +392,8 @@ DEV_PORT_LIST = [p for pair in DEV_PORTS.values() for p in pair if p] + [DEV_WEB
 def _ports_free() -> bool:
     for port in DEV_PORT_LIST:
         with socket.socket() as sock:
+            # As the server's listeners do, so that TIME-WAIT leftovers don't count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((DEV_HOST, port))
             except OSError:
@@ -396,8 +401,30 @@ def _ports_free() -> bool:
     return True
 
 
-def run_dev_until_banner(data_dir: Path) -> tuple[str, str, int]:
-    """Start `mailstack dev`, read its banner, stop it with Ctrl-C (SIGINT)."""
+def imap_login(password: str, cafile: Path) -> None:
+    """Log in as the demo user over IMAP, plain and implicit TLS, once the port is up."""
+    plain_port, tls_port = DEV_PORTS["imap"]
+    assert tls_port is not None
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((DEV_HOST, tls_port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "mailstack dev never listened on IMAP"
+            time.sleep(0.1)
+    with imaplib.IMAP4(DEV_HOST, plain_port, timeout=10) as imap:
+        assert imap.login("demo@example.test", password)[0] == "OK"
+    context = ssl.create_default_context(cafile=str(cafile))
+    with imaplib.IMAP4_SSL(DEV_HOST, tls_port, ssl_context=context, timeout=10) as imap:
+        assert imap.login("demo@example.test", password)[0] == "OK"
+
+
+def run_dev_until_banner(
+    data_dir: Path, then: Callable[[str], None] = lambda banner: None
+) -> tuple[str, str, int]:
+    """Start `mailstack dev`, read its banner, call ``then(banner)``, stop it
+    with Ctrl-C (SIGINT)."""
     argv = [sys.executable, "-m", "mailstack", "dev", "--data-dir", str(data_dir)]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
@@ -408,7 +435,10 @@ def run_dev_until_banner(data_dir: Path) -> tuple[str, str, int]:
             banner.append(line)
             if "Ctrl-C" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        try:
+            then("".join(banner))
+        finally:
+            proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     return "".join(banner) + rest, err, proc.returncode
 
@@ -427,8 +457,8 @@ def test_dev_prints_settings_and_keeps_the_password(tmp_path: Path) -> None:
     cert = data_dir / "tls" / "cert.pem"
     assert cert.is_file() and str(cert.resolve()) in out
 
-    # A second run prints the same password and the account accepts it.
-    out_again, err, status = run_dev_until_banner(data_dir)
+    # A second run prints the same password, and a real client logs in with it.
+    out_again, err, status = run_dev_until_banner(data_dir, lambda _: imap_login(password, cert))
     assert status in (0, 130), err
     assert f"password    {password}" in out_again
 
