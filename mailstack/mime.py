@@ -561,6 +561,9 @@ def decoded_body(raw: bytes, part: Part) -> bytes:
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
+    if charset.lower() in ("us-ascii", "ascii", "") and not data.isascii():
+        # Undeclared 8-bit text is, in practice, UTF-8 (else Latin-1).
+        return to_text(data)
     try:
         return data.decode(charset or "us-ascii", "replace")
     except LookupError:

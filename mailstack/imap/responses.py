@@ -41,7 +41,8 @@ def string(value: str | bytes | None, *, utf8: bool = False) -> bytes:
 def astring(value: str, *, utf8: bool = False) -> bytes:
     """astring: the bare atom when that reads back identically, else a string."""
     data = value.encode("utf-8")
-    if data and all(b in ASTRING_CHARS for b in data) and data.upper() != b"NIL":
+    # ASTRING-CHAR is US-ASCII only (RFC 9051 9: CHAR = %x01-7F): UTF-8 is quoted.
+    if data.isascii() and data and all(b in ASTRING_CHARS for b in data) and data.upper() != b"NIL":
         return data
     return string(data, utf8=utf8)
 

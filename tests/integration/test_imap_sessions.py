@@ -1,0 +1,307 @@
+"""IMAP sessions over real TLS sockets, line by line: what several sessions see
+of each other's changes and when (RFC 9051 7.4.1), STARTTLS, AUTHENTICATE,
+ENABLE IMAP4rev2, mailbox management and limits."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from tests.integration.conftest import Stack, StackFactory
+
+T = TypeVar("T")
+ALICE = ("alice@example.test", "alice-password")
+MESSAGE = b"From: bob@example.test\r\nSubject: hello\r\n\r\nbody text\r\n"
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+async def deliver(stack: Stack, raw: bytes = MESSAGE) -> int:
+    account = await stack.store.get_account(ALICE[0])
+    assert account is not None
+    (stored,) = await stack.store.deliver([account.id], raw)
+    return stored.uid
+
+
+class Client:
+    """A minimal blocking IMAP client that returns raw response lines."""
+
+    def __init__(self, sock: socket.socket | ssl.SSLSocket) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        self.greeting = self.file.readline()
+        self.counter = 0
+
+    @classmethod
+    def tls(cls, stack: Stack) -> Client:
+        _, port = stack.addr("imap", implicit_tls=True)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        return cls(stack.client_ssl_context().wrap_socket(raw, server_hostname="localhost"))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def cmd(self, text: str | bytes) -> list[bytes]:
+        self.counter += 1
+        tag = b"t%d" % self.counter
+        data = text.encode() if isinstance(text, str) else text
+        self.send(tag + b" " + data + b"\r\n")
+        return self.until(tag)
+
+    def until(self, tag: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        while True:
+            line = self.line()
+            if not line:
+                raise EOFError(lines)
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    def login(self) -> None:
+        assert self.cmd(f'LOGIN {ALICE[0]} "{ALICE[1]}"')[-1].startswith(b"t1 OK")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_expunge_is_deferred_during_fetch_store_search(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("imap",))
+        for _ in range(3):
+            await deliver(stack)
+
+        def talk() -> dict[str, list[bytes]]:
+            a, b = Client.tls(stack), Client.tls(stack)
+            try:
+                a.login()
+                b.login()
+                a.cmd("SELECT INBOX")
+                b.cmd("SELECT INBOX")
+                b.cmd("STORE 2 +FLAGS (\\Deleted)")
+                b.cmd("EXPUNGE")
+                out = {
+                    "fetch": a.cmd("FETCH 3 (UID)"),
+                    "store": a.cmd("STORE 3 +FLAGS (\\Seen)"),
+                    "search": a.cmd("SEARCH ALL"),
+                    "noop": a.cmd("NOOP"),
+                    "after": a.cmd("FETCH 2 (UID)"),
+                }
+            finally:
+                a.close()
+                b.close()
+            return out
+
+        out = await in_thread(talk)
+        for name in ("fetch", "store", "search"):
+            assert not any(b"EXPUNGE" in line for line in out[name]), out[name]
+        assert b"* 3 FETCH (UID 3)\r\n" in out["fetch"]
+        # 2 is gone from the store but keeps its number until NOOP announces it.
+        assert b"* SEARCH 1 3\r\n" in out["search"]
+        assert b"* 2 EXPUNGE\r\n" in out["noop"]
+        assert b"* 2 FETCH (UID 3)\r\n" in out["after"]
+
+
+async def test_idle_pushes_flags_and_expunge_from_other_session(
+    stack_factory: StackFactory,
+) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("imap",))
+        await deliver(stack)
+        await deliver(stack)
+
+        def talk() -> tuple[list[bytes], list[bytes]]:
+            a, b = Client.tls(stack), Client.tls(stack)
+            try:
+                a.login()
+                b.login()
+                a.cmd("SELECT INBOX")
+                b.cmd("SELECT INBOX")
+                a.send(b"i1 IDLE\r\n")
+                assert a.line().startswith(b"+ ")
+                b.cmd("STORE 1 +FLAGS (\\Flagged)")
+                flagged = [a.line()]
+                b.cmd("STORE 2 +FLAGS (\\Deleted)")
+                b.cmd("EXPUNGE")
+                pushed: list[bytes] = []
+                while not any(b"EXPUNGE" in line for line in pushed):
+                    pushed.append(a.line())
+                a.send(b"DONE\r\n")
+                pushed += a.until(b"i1")
+            finally:
+                a.close()
+                b.close()
+            return flagged, pushed
+
+        flagged, pushed = await in_thread(talk)
+        assert flagged == [b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n"]
+        assert b"* 2 EXPUNGE\r\n" in pushed
+        assert pushed[-1].startswith(b"i1 OK")
+
+
+async def test_starttls_discards_pipelined_plaintext(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        host, port = stack.addr("imap")
+
+        def talk() -> tuple[list[bytes], list[bytes]]:
+            raw = socket.create_connection((host, port), timeout=10)
+            plain = Client(raw)
+            # An injected command after STARTTLS in the same packet.
+            plain.send(b"s1 STARTTLS\r\ns2 LOGIN x y\r\n")
+            first = plain.until(b"s1")
+            sock = stack.client_ssl_context().wrap_socket(raw, server_hostname="localhost")
+            secure = Client.__new__(Client)
+            secure.sock, secure.file, secure.counter = sock, sock.makefile("rb"), 0
+            caps = secure.cmd("CAPABILITY")
+            sock.close()
+            return first, caps
+
+        first, caps = await in_thread(talk)
+        assert first[-1].startswith(b"s1 OK")
+        assert caps[0].startswith(b"* CAPABILITY") and b"AUTH=PLAIN" in caps[0]
+        assert caps[-1].startswith(b"t1 OK")  # s2 never answered: it was discarded
+
+
+async def test_authenticate_plain_sasl_ir_and_continuation(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        token = base64.b64encode(f"\0{ALICE[0]}\0{ALICE[1]}".encode()).decode()
+        bad = base64.b64encode(f"\0{ALICE[0]}\0wrong".encode()).decode()
+
+        def talk() -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+            c1 = Client.tls(stack)
+            wrong = c1.cmd(f"AUTHENTICATE PLAIN {bad}")
+            ok = c1.cmd(f"AUTHENTICATE PLAIN {token}")
+            c2 = Client.tls(stack)
+            c2.send(b"a1 AUTHENTICATE LOGIN\r\n")
+            prompts = [c2.line()]
+            c2.send(base64.b64encode(ALICE[0].encode()) + b"\r\n")
+            prompts.append(c2.line())
+            c2.send(base64.b64encode(ALICE[1].encode()) + b"\r\n")
+            prompts += c2.until(b"a1")
+            c3 = Client.tls(stack)
+            c3.send(b"a1 AUTHENTICATE PLAIN\r\n")
+            cancelled = [c3.line()]
+            c3.send(b"*\r\n")
+            cancelled += c3.until(b"a1")
+            for c in (c1, c2, c3):
+                c.close()
+            return wrong, ok, prompts, cancelled
+
+        wrong, ok, prompts, cancelled = await in_thread(talk)
+        assert wrong[-1].startswith(b"t1 NO [AUTHENTICATIONFAILED]")
+        assert ok[-1].startswith(b"t2 OK [CAPABILITY")
+        assert prompts[0] == b"+ VXNlcm5hbWU6\r\n" and prompts[1] == b"+ UGFzc3dvcmQ6\r\n"
+        assert prompts[-1].startswith(b"a1 OK")
+        assert cancelled[0] == b"+ \r\n" and cancelled[-1].startswith(b"a1 BAD")
+
+
+async def test_rev2_esearch_mailbox_management(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("imap",))
+        await deliver(stack, "Subject: café\r\n\r\nçà et là\r\n".encode())
+        await deliver(stack)
+
+        def talk() -> dict[str, list[bytes]]:
+            c = Client.tls(stack)
+            c.login()
+            out = {
+                "enable": c.cmd("ENABLE IMAP4rev2"),
+                "select": c.cmd("SELECT INBOX"),
+                "esearch": c.cmd("SEARCH RETURN (MIN MAX COUNT ALL) ALL"),
+                "utf8": c.cmd(
+                    "UID SEARCH CHARSET UTF-8 BODY {4+}\r\nçà".encode() + b" SUBJECT caf"
+                ),
+                "create": c.cmd("CREATE Projects/Entwürfe"),
+                "dup": c.cmd("CREATE Projects/Entwürfe"),
+                "list": c.cmd('LIST "" "Projects/*" RETURN (CHILDREN STATUS (MESSAGES SIZE))'),
+                "parent": c.cmd('LIST "" "%"'),
+                "rename_inbox": c.cmd("RENAME INBOX Old"),
+                "old": c.cmd("STATUS Old (MESSAGES)"),
+                "inbox": c.cmd("STATUS INBOX (MESSAGES)"),
+                "delete_inbox": c.cmd("DELETE INBOX"),
+                "special": c.cmd('LIST (SPECIAL-USE) "" "*"'),
+                "namespace": c.cmd("NAMESPACE"),
+                "bad_state": c.cmd("LOGIN a b"),
+            }
+            c.close()
+            return out
+
+        out = await in_thread(talk)
+        assert out["enable"][0] == b"* ENABLED IMAP4rev2\r\n"
+        assert not any(b"RECENT" in line for line in out["select"])
+        assert any(line.startswith(b'* LIST () "/" INBOX') for line in out["select"])
+        assert out["esearch"][0] == b'* ESEARCH (TAG "t4") MIN 1 MAX 2 ALL 1:2 COUNT 2\r\n'
+        assert out["utf8"][0] == b'* ESEARCH (TAG "t5") UID ALL 1\r\n'
+        assert out["create"][-1].startswith(b"t6 OK")
+        assert out["dup"][-1].startswith(b"t7 NO [ALREADYEXISTS]")
+        listed = b"".join(out["list"])
+        assert '"/" "Projects/Entwürfe"'.encode() in listed
+        assert b"\\HasNoChildren" in listed and b"MESSAGES 0 SIZE 0" in listed
+        parent = b"".join(out["parent"])
+        assert b"Projects\r\n" in parent and b"\\HasChildren" in parent
+        assert out["rename_inbox"][-1].startswith(b"t10 OK")
+        assert b"MESSAGES 2" in out["old"][0] and b"MESSAGES 0" in out["inbox"][0]
+        assert out["delete_inbox"][-1].startswith(b"t13 NO")
+        special = b"".join(out["special"])
+        assert b"\\Sent" in special and b"INBOX" not in special
+        assert out["namespace"][0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
+        assert out["bad_state"][-1].startswith(b"t16 BAD")
+
+
+async def test_append_fetch_byte_for_byte_and_flags(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        body = b"Subject: bin\r\n\r\n" + bytes(range(1, 256)) + b"\r\nend\r\n"
+
+        def talk() -> tuple[list[bytes], list[bytes], list[bytes]]:
+            c = Client.tls(stack)
+            c.login()
+            c.send(b"a1 APPEND Drafts (\\Draft $Custom) {%d}\r\n" % len(body))
+            assert c.line().startswith(b"+ ")
+            c.send(body + b"\r\n")
+            appended = c.until(b"a1")
+            c.cmd("SELECT Drafts")
+            fetched = c.cmd("FETCH 1 (FLAGS RFC822)")
+            missing = c.cmd("APPEND Nowhere {1+}\r\nx")
+            c.close()
+            return appended, fetched, missing
+
+        appended, fetched, missing = await in_thread(talk)
+        assert appended[-1].startswith(b"a1 OK [APPENDUID ")
+        data = b"".join(fetched)
+        assert b"RFC822 {%d}\r\n" % len(body) + body in data
+        assert b"\\Draft" in data and b"$Custom" in data
+        assert missing[-1].startswith(b"t4 NO [TRYCREATE]")
+
+
+async def test_autologout_and_per_account_limit(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(
+            services=("imap",),
+            imap={"idle_timeout_seconds": 1.0, "max_connections_per_account": 1},
+        )
+
+        def talk() -> tuple[list[bytes], list[bytes]]:
+            a, b = Client.tls(stack), Client.tls(stack)
+            a.login()
+            second = b.cmd(f'LOGIN {ALICE[0]} "{ALICE[1]}"')
+            b.close()
+            bye = [a.line()]
+            a.close()
+            return second, bye
+
+        second, bye = await in_thread(talk)
+        assert second[-1].startswith(b"t1 NO [LIMIT]")
+        assert bye[0].startswith(b"* BYE")
