@@ -41,10 +41,12 @@ logger = logging.getLogger("mailstack.pop3")
 
 RECEIVE_BYTES = 65536
 # Clients retrieve a maildrop in order (fetchmail, getmail, the bench), so
-# RETR/TOP of message n also reads the next ones in the same transaction:
-# bounded in count and bytes so huge messages are never held many at a time.
+# RETR/TOP of message n also reads the next ones in the same transaction.
+# Bounded in count and bytes: every open session may hold one batch.
 READ_AHEAD_MESSAGES = 32
-READ_AHEAD_BYTES = 1024 * 1024
+READ_AHEAD_BYTES = 256 * 1024
+# How long the autologout notice may take to send before we just close.
+GOODBYE_SECONDS = 1.0
 
 
 def _refuse(peer: net.Peer) -> bytes:
@@ -107,7 +109,7 @@ class Session:
             if idle.cancelled_caught:
                 self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
                 core.timed_out()
-                with trio.move_on_after(1):
+                with trio.move_on_after(GOODBYE_SECONDS):
                     await net.send_all(self._stream, core.data_to_send())
                 return
             if not sent:
