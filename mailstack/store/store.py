@@ -141,8 +141,10 @@ class Store:
 
         return await self._write_prepared(prepare)
 
-    async def _write_prepared(self, prepare: Callable[[], Callable[[Session], T]]) -> T:
-        return await self._writer.submit(Work(prepare=prepare))
+    async def _write_prepared(
+        self, prepare: Callable[[], Callable[[Session], T]], *, inserts_only: bool = False
+    ) -> T:
+        return await self._writer.submit(Work(prepare=prepare, inserts_only=inserts_only))
 
     # -- domains, accounts, aliases ------------------------------------------
 
@@ -248,7 +250,7 @@ class Store:
             analysis = mime.analyze(raw)
             return lambda session: tx.deliver(session, ids, raw, analysis, when)
 
-        return await self._write_prepared(prepare)
+        return await self._write_prepared(prepare, inserts_only=True)
 
     async def append(
         self,
@@ -269,7 +271,7 @@ class Store:
             analysis = mime.analyze(raw)
             return lambda session: tx.append(session, mailbox_id, raw, analysis, flag_set, when)
 
-        return await self._write_prepared(prepare)
+        return await self._write_prepared(prepare, inserts_only=True)
 
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""

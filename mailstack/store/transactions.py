@@ -370,6 +370,8 @@ _CLAIM_INBOX = _CLAIM.where(
 _INSERT_CONTENT = insert(_CONTENTS).returning(_CONTENTS.c.id)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _INSERT_CHANGE = insert(_CHANGES)
+# session.info key of rows held back by defer_inserts.
+_DEFERRED = "mailstack.deferred_rows"
 
 
 def _charge(session: Session, account_id: int, add_bytes: int, add_messages: int) -> None:
@@ -443,10 +445,35 @@ def _insert_messages(
                 modseq=slot.highestmodseq,
             )
         )
-    connection = session.connection()
-    connection.execute(_INSERT_MESSAGE, message_rows)
-    connection.execute(_INSERT_CHANGE, log_rows)
+    deferred = session.info.get(_DEFERRED)
+    if deferred is not None:
+        deferred[0].extend(message_rows)
+        deferred[1].extend(log_rows)
+    else:
+        connection = session.connection()
+        connection.execute(_INSERT_MESSAGE, message_rows)
+        connection.execute(_INSERT_CHANGE, log_rows)
     return stored
+
+
+def defer_inserts(session: Session) -> None:
+    """Collect new message and change-log rows instead of inserting each
+    delivery's rows separately; :func:`flush_deferred` inserts them all with
+    one executemany each.  The group-commit writer uses this for a batch of
+    deliveries and flushes before any other kind of write and before COMMIT,
+    so nothing in the transaction reads around the pending rows."""
+    session.info[_DEFERRED] = ([], [])
+
+
+def flush_deferred(session: Session) -> None:
+    deferred = session.info.get(_DEFERRED)
+    if deferred is None or not deferred[0]:
+        return
+    connection = session.connection()
+    connection.execute(_INSERT_MESSAGE, deferred[0])
+    connection.execute(_INSERT_CHANGE, deferred[1])
+    deferred[0].clear()
+    deferred[1].clear()
 
 
 def _add_content(session: Session, raw: bytes) -> int:

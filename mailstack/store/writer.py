@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailstack.store import transactions as tx
 from mailstack.store.records import AlreadyExists, StoreError, TemporaryFailure
 
 T = TypeVar("T")
@@ -47,6 +48,9 @@ class Work(Generic[T]):
     it, so the write lock is held only for the SQL."""
 
     prepare: Callable[[], Callable[[Session], T]]
+    # Only inserts new messages (deliver/append): its rows may be written
+    # together with the batch's others (transactions.defer_inserts).
+    inserts_only: bool = False
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -124,9 +128,13 @@ def _transaction(
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_WRITE_LOCK})
         else:
             session.connection()  # BEGIN IMMEDIATE: take the write lock now
+        if not isolate:
+            tx.defer_inserts(session)
         for work, apply in zip(batch, appliers, strict=True):
             if apply is None:
                 continue
+            if not work.inserts_only:
+                tx.flush_deferred(session)
             try:
                 if isolate:
                     with session.begin_nested():
@@ -147,6 +155,7 @@ def _transaction(
             # Items mix ORM objects and Core UPDATEs (transactions.py); a
             # clean identity map keeps the next item from seeing stale rows.
             session.expunge_all()
+        tx.flush_deferred(session)
 
 
 class GroupCommitWriter:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
-from mailstack.config import Config
+from mailstack.config import Config, DatabaseConfig
 from mailstack.store import migrate
 from mailstack.store.records import (
     DEFAULT_MAILBOXES,
@@ -16,6 +18,7 @@ from mailstack.store.records import (
     InvalidName,
     NotFound,
     SchemaOutOfDate,
+    TemporaryFailure,
 )
 from mailstack.store.store import Store
 
@@ -202,3 +205,13 @@ async def test_concurrent_mailbox_creation_one_wins(store: Store, alice: Account
         for _ in range(10):
             nursery.start_soon(create)
     assert sorted(outcomes) == ["exists"] * 9 + ["ok"]
+
+
+async def test_unreachable_database_is_a_temporary_failure(tmp_path: Path) -> None:
+    for url in (
+        f"sqlite:///{tmp_path / 'missing-dir' / 'mail.db'}",
+        "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2",
+    ):
+        config = Config(data_dir=str(tmp_path), database=DatabaseConfig(url=url))
+        with pytest.raises(TemporaryFailure):
+            await Store.open(config)
