@@ -1,0 +1,578 @@
+"""PURE SMTP server core (RFC 5321) in the sans-I/O style.
+
+Use: ``receive_data(bytes)`` (``b""`` = end of stream), then call
+``next_event()`` until it returns None (more input needed), writing
+``data_to_send()`` after each call.  Syntax, sequence and limits are decided
+here; what needs the store, the authenticator or the socket becomes an event
+that the adapter must answer before the core reads further:
+
+- :class:`CheckSender` / :class:`CheckRecipient` -> ``answer(reply, targets=...)``
+- :class:`Authenticate` -> ``auth_succeeded(user)`` or ``auth_failed(reply)``
+- :class:`StartTls` -> ``tls_started()`` once the handshake is done
+- :class:`MessageReceived` -> ``accept(reply)`` or ``reject(reply)`` (state
+  PAUSED until then, so 250 is only sent after the adapter stored it)
+- :class:`CloseConnection` -> close the stream (returned again on every call)
+
+Because nothing further is parsed while an event is unanswered, replies to
+pipelined commands (RFC 2920) come out strictly in order.  The core never
+raises on client input; :class:`ProtocolError` means the adapter misused it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailstack.auth import sasl
+from mailstack.smtp import commands, replies
+from mailstack.smtp.commands import CommandError
+from mailstack.smtp.data import DataDecoder, Problem
+from mailstack.smtp.replies import Reply
+from mailstack.wire import LineTooLong, ReceiveBuffer
+
+
+class ProtocolError(Exception):
+    """The adapter called the core out of turn (a bug, never client input)."""
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"  # greeted, no EHLO/HELO yet
+    READY = "ready"  # no mail transaction
+    MAIL = "mail"  # sender accepted
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading DATA text
+    BDAT = "bdat"  # reading a BDAT chunk
+    AUTH = "auth"  # SASL exchange in progress
+    PAUSED = "paused"  # an event awaits the adapter's answer
+    STARTING_TLS = "starting-tls"  # 220 sent, waiting for the handshake
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    hostname: str
+    max_message_bytes: int
+    max_recipients: int
+    max_errors: int
+    max_commands: int
+    submission: bool  # AUTH offered and required before MAIL
+    tls_available: bool  # STARTTLS can be offered
+    tls_active: bool  # implicit TLS
+    plaintext_auth_allowed: bool = False  # AUTH without TLS (loopback, by config)
+
+
+@dataclass(slots=True)
+class Session:
+    """What lasts for the connection (reset by STARTTLS, RFC 3207 4.2)."""
+
+    tls: bool
+    helo: str | None = None
+    esmtp: bool = False
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    address: str
+    targets: tuple[int, ...]  # whatever the adapter resolved it to (account ids)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction, cleared by RSET, EHLO/HELO and the end of DATA/BDAT."""
+
+    mail: commands.Mail | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    chunking: bool = False  # BDAT chunks received (RFC 3030: DATA not allowed then)
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSender:
+    mail: commands.Mail
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRecipient:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    credentials: sasl.Credentials
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    discarded: int  # plaintext octets pipelined after STARTTLS, thrown away
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    mail: commands.Mail
+    recipients: tuple[Recipient, ...]
+    content: bytes  # dot-unstuffed (DATA) or concatenated chunks (BDAT)
+    chunked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    reason: str
+
+
+_SaslStep = Callable[[sasl.SaslExchange], sasl.SaslResult]
+
+Event = CheckSender | CheckRecipient | Authenticate | StartTls | MessageReceived | CloseConnection
+
+
+class SmtpProtocol:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.session = Session(tls=settings.tls_active)
+        self.envelope = Envelope()
+        self.state = State.CONNECTED
+        self._buffer = ReceiveBuffer()
+        self._out: list[bytes] = []
+        self._pending: Event | None = None
+        self._closed: CloseConnection | None = None
+        self._errors = 0
+        self._commands = 0
+        self._decoder: DataDecoder | None = None
+        self._sasl: sasl.SaslExchange | None = None
+        self._bdat_remaining = 0
+        self._bdat_last = False
+        self._bdat_refusal: Reply | None = None
+        self._mail_line = commands.COMMAND_LINE + commands.MAIL_LINE_EXTRA
+        if settings.submission:
+            self._mail_line += commands.AUTH_PARAM_EXTRA
+        self._max_line = commands.AUTH_LINE if settings.submission else self._mail_line
+        self._send(replies.greeting(settings.hostname))
+
+    # -- I/O side ------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if self.state is State.STARTING_TLS:
+            raise ProtocolError("receive_data before tls_started")
+        if self.state is not State.CLOSED:
+            self._buffer.feed(data)
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | None:
+        if self._closed is not None:
+            return self._closed
+        if self._pending is not None:
+            raise ProtocolError(f"{type(self._pending).__name__} not answered")
+        while self._closed is None and self._pending is None:
+            if not self._step():
+                break
+        if self._closed is not None:
+            return self._closed
+        return self._pending
+
+    # -- answers from the adapter ----------------------------------------------
+
+    def answer(self, reply: Reply, *, targets: tuple[int, ...] = ()) -> None:
+        """Answer CheckSender / CheckRecipient; a positive reply takes the
+        sender / recipient into the envelope."""
+        event = self._take(CheckSender, CheckRecipient)
+        if reply.positive:
+            if isinstance(event, CheckSender):
+                self.envelope.mail = event.mail
+            elif isinstance(event, CheckRecipient):
+                self.envelope.recipients.append(Recipient(event.address, targets))
+        self._reply(reply)
+        self._settle()
+
+    def auth_succeeded(self, user: str) -> None:
+        self._take(Authenticate)
+        self.session.user = user
+        self._send(replies.AUTH_SUCCEEDED)
+        self._settle()
+
+    def auth_failed(self, reply: Reply = replies.AUTH_FAILED) -> None:
+        self._take(Authenticate)
+        self._reply(reply)
+        self._settle()
+
+    def tls_started(self) -> None:
+        if self.state is not State.STARTING_TLS:
+            raise ProtocolError("tls_started without STARTTLS")
+        # RFC 3207 4.2: forget everything learnt before TLS, expect EHLO again.
+        self.session = Session(tls=True)
+        self.envelope = Envelope()
+        self._buffer = ReceiveBuffer()
+        self.state = State.CONNECTED
+
+    def accept(self, reply: Reply = replies.MESSAGE_ACCEPTED) -> None:
+        """The message is stored durably: send the positive reply."""
+        self._take(MessageReceived)
+        self._end_transaction(reply)
+
+    def reject(self, reply: Reply) -> None:
+        self._take(MessageReceived)
+        self._end_transaction(reply)
+
+    def timed_out(self) -> None:
+        """RFC 5321 4.5.3.2: the adapter's timer expired."""
+        self._close(replies.TIMEOUT, "timeout")
+
+    def shutting_down(self) -> None:
+        self._close(replies.SHUTTING_DOWN, "shutdown")
+
+    @property
+    def reading_data(self) -> bool:
+        """True while message text is expected (the adapter's DATA timeout applies)."""
+        return self.state in (State.DATA, State.BDAT)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _take(self, *kinds: type) -> Event:
+        event = self._pending
+        if event is None or not isinstance(event, kinds):
+            raise ProtocolError(f"no pending {' or '.join(k.__name__ for k in kinds)}")
+        self._pending = None
+        return event
+
+    def _send(self, reply: Reply) -> None:
+        self._out.append(reply.render())
+
+    def _reply(self, reply: Reply) -> None:
+        """Send a reply to a command; permanent failures count as errors."""
+        self._send(reply)
+        if reply.code >= 500:
+            self._errors += 1
+            if self._errors >= self.settings.max_errors:
+                self._close(replies.TOO_MANY_ERRORS, "too many errors")
+
+    def _close(self, reply: Reply | None, reason: str) -> None:
+        if self._closed is not None:
+            return
+        if reply is not None:
+            self._send(reply)
+        self._pending = None
+        self._closed = CloseConnection(reason)
+        self.state = State.CLOSED
+
+    def _pause(self, event: Event) -> None:
+        self._pending = event
+        self.state = State.PAUSED
+
+    def _settle(self) -> None:
+        """Back to the idle state that matches the session and envelope."""
+        if self._closed is not None:
+            return
+        if self.session.helo is None:
+            self.state = State.CONNECTED
+        elif self.envelope.mail is None:
+            self.state = State.READY
+        elif not self.envelope.recipients:
+            self.state = State.MAIL
+        else:
+            self.state = State.RCPT
+
+    def _end_transaction(self, reply: Reply) -> None:
+        self.envelope = Envelope()
+        self._reply(reply)
+        self._settle()
+
+    def _step(self) -> bool:
+        """Process some input; False when more is needed."""
+        if self.state is State.DATA:
+            return self._step_data()
+        if self.state is State.BDAT:
+            return self._step_bdat()
+        try:
+            line = self._buffer.next_line(self._max_line)
+        except LineTooLong:
+            self._buffer.discard_line()
+            self._reply(replies.LINE_TOO_LONG)
+            return True
+        if line is None:
+            if self._buffer.eof:
+                self._close(None, "client closed the connection")
+            return False
+        if not line.endswith(b"\r\n"):
+            self._reply(replies.BAD_LINE_ENDING)
+            return True
+        try:
+            text = line[:-2].decode("utf-8")
+        except UnicodeDecodeError:
+            self._reply(replies.BAD_UTF8)
+            return True
+        if self.state is State.AUTH:
+            self._sasl_response(text)
+            return True
+        self._commands += 1
+        if self._commands > self.settings.max_commands:
+            self._close(replies.TOO_MANY_COMMANDS, "too many commands")
+            return True
+        self._command(text, len(line))
+        return True
+
+    def _line_limit(self, verb: str) -> int:
+        if verb == "MAIL":
+            return self._mail_line
+        if verb == "AUTH" and self.settings.submission:
+            return commands.AUTH_LINE
+        return commands.COMMAND_LINE
+
+    def _command(self, text: str, octets: int) -> None:
+        verb = text.partition(" ")[0].upper()
+        if octets > self._line_limit(verb):
+            self._reply(replies.LINE_TOO_LONG)
+            return
+        try:
+            command = commands.parse(text, auth_param=self.settings.submission)
+        except CommandError as exc:
+            self._reply(exc.reply)
+            return
+        self._dispatch(command)
+
+    def _dispatch(self, command: commands.Command) -> None:
+        if isinstance(command, commands.Hello):
+            self._hello(command)
+        elif isinstance(command, commands.Mail):
+            self._mail(command)
+        elif isinstance(command, commands.Rcpt):
+            self._rcpt(command)
+        elif isinstance(command, commands.Data):
+            self._data()
+        elif isinstance(command, commands.Bdat):
+            self._bdat(command)
+        elif isinstance(command, commands.Rset):
+            self.envelope = Envelope()
+            self._send(replies.RESET_OK)
+            self._settle()
+        elif isinstance(command, commands.Noop):
+            self._send(replies.OK)
+        elif isinstance(command, commands.Quit):
+            self._close(replies.BYE, "quit")
+        elif isinstance(command, commands.Vrfy):
+            # RFC 5321 3.5.3: 252 neither confirms nor denies the user.
+            self._send(replies.VRFY_CANNOT)
+        elif isinstance(command, commands.Help):
+            self._send(replies.help_reply())
+        elif isinstance(command, commands.StartTls):
+            self._starttls()
+        elif isinstance(command, commands.Auth):
+            self._auth(command)
+        else:
+            self._reply(replies.NOT_IMPLEMENTED)
+
+    def ehlo_lines(self) -> tuple[str, ...]:
+        s = self.settings
+        lines = [
+            f"{s.hostname} at your service",
+            "PIPELINING",
+            f"SIZE {s.max_message_bytes}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+        ]
+        if s.tls_available and not self.session.tls:
+            lines.append("STARTTLS")
+        if self._auth_offered():
+            lines.append("AUTH " + " ".join(sasl.mechanisms(plaintext_allowed=True)))
+        return tuple(lines)
+
+    def _auth_offered(self) -> bool:
+        # RFC 4954 4 / RFC 8314: plaintext mechanisms only under TLS.
+        s = self.settings
+        return s.submission and (self.session.tls or s.plaintext_auth_allowed)
+
+    def _hello(self, command: commands.Hello) -> None:
+        # RFC 5321 4.1.4: a later EHLO/HELO resets the transaction like RSET.
+        self.envelope = Envelope()
+        self.session.helo = command.domain
+        self.session.esmtp = command.extended
+        if command.extended:
+            self._send(Reply(250, None, self.ehlo_lines()))
+        else:
+            self._send(Reply(250, None, self.settings.hostname))
+        self._settle()
+
+    def _mail(self, command: commands.Mail) -> None:
+        if self.session.helo is None:
+            self._reply(replies.SEND_HELLO_FIRST)
+        elif self.envelope.mail is not None:
+            self._reply(replies.NESTED_MAIL)
+        elif self.settings.submission and self.session.user is None:
+            self._reply(replies.AUTH_REQUIRED)
+        elif command.size is not None and command.size > self.settings.max_message_bytes:
+            self._reply(replies.SIZE_EXCEEDED)  # RFC 1870 6.1
+        else:
+            self._pause(CheckSender(command))
+
+    def _rcpt(self, command: commands.Rcpt) -> None:
+        mail = self.envelope.mail
+        if mail is None:
+            self._reply(replies.NEED_MAIL if self.session.helo else replies.SEND_HELLO_FIRST)
+        elif self.envelope.chunking:
+            self._reply(replies.BAD_SEQUENCE)
+        elif not command.recipient.isascii() and not mail.smtputf8:
+            self._reply(replies.NON_ASCII_WITHOUT_SMTPUTF8)
+        elif len(self.envelope.recipients) >= self.settings.max_recipients:
+            self._reply(replies.TOO_MANY_RECIPIENTS)  # RFC 5321 4.5.3.1.8
+        else:
+            self._pause(CheckRecipient(command.recipient))
+
+    def _transaction_refusal(self) -> Reply | None:
+        if self.session.helo is None:
+            return replies.SEND_HELLO_FIRST
+        if self.envelope.mail is None:
+            return replies.NEED_RCPT
+        if not self.envelope.recipients:
+            # RFC 5321 3.3: "no valid recipients" once MAIL was accepted.
+            return replies.NO_VALID_RECIPIENTS
+        return None
+
+    def _data(self) -> None:
+        refusal = self._transaction_refusal()
+        if refusal is None and self.envelope.chunking:
+            refusal = replies.DATA_AFTER_BDAT
+        if refusal is not None:
+            self._reply(refusal)
+            return
+        self._send(replies.START_DATA)
+        self._decoder = DataDecoder(self.settings.max_message_bytes)
+        self.state = State.DATA
+
+    def _step_data(self) -> bool:
+        decoder = self._decoder
+        assert decoder is not None
+        chunk = self._buffer.take_all()
+        leftover = decoder.feed(chunk) if chunk else None
+        if leftover is None:
+            if self._buffer.eof:
+                self._close(None, "client closed the connection during DATA")
+            return False
+        if leftover:
+            self._buffer.feed(leftover)
+        self._decoder = None
+        mail = self.envelope.mail
+        assert mail is not None
+        if Problem.BARE_LINE_ENDING in decoder.problems:
+            self._end_transaction(replies.BARE_LINE_ENDING)
+        elif Problem.TOO_BIG in decoder.problems:
+            self._end_transaction(replies.SIZE_EXCEEDED)
+        elif Problem.LINE_TOO_LONG in decoder.problems:
+            self._end_transaction(replies.TEXT_LINE_TOO_LONG)
+        else:
+            self._message(decoder.content(), chunked=False)
+        return True
+
+    def _message(self, content: bytes, *, chunked: bool) -> None:
+        mail = self.envelope.mail
+        assert mail is not None
+        self._pause(
+            MessageReceived(mail, tuple(self.envelope.recipients), content, chunked=chunked)
+        )
+
+    def _bdat(self, command: commands.Bdat) -> None:
+        # RFC 3030 2: the chunk is read even when the command is refused.
+        self._bdat_refusal = self._transaction_refusal()
+        self._bdat_remaining = command.size
+        self._bdat_last = command.last
+        if self._bdat_refusal is None:
+            self.envelope.chunking = True
+        self.state = State.BDAT
+
+    def _step_bdat(self) -> bool:
+        if self._bdat_remaining:
+            piece = self._buffer.read_some(self._bdat_remaining)
+            if not piece:
+                if self._buffer.eof:
+                    self._close(None, "client closed the connection during BDAT")
+                return False
+            self._bdat_remaining -= len(piece)
+            if self._bdat_refusal is None:
+                envelope = self.envelope
+                envelope.size += len(piece)
+                if envelope.size > self.settings.max_message_bytes:
+                    envelope.chunks.clear()  # hold nothing of a refused message
+                else:
+                    envelope.chunks.append(piece)
+            if self._bdat_remaining:
+                return True
+        if self._bdat_refusal is not None:
+            self._settle()
+            self._reply(self._bdat_refusal)
+        elif self.envelope.size > self.settings.max_message_bytes:
+            # RFC 3030 2: after a failed chunk the transaction is over.
+            self._end_transaction(replies.SIZE_EXCEEDED)
+        elif self._bdat_last:
+            self._message(b"".join(self.envelope.chunks), chunked=True)
+        else:
+            self._settle()
+            self._send(Reply(250, "2.0.0", f"{self.envelope.size} octets received"))
+        return True
+
+    def _starttls(self) -> None:
+        s = self.settings
+        if self.session.tls:
+            self._reply(replies.ALREADY_TLS)
+        elif not s.tls_available:
+            self._reply(replies.TLS_NOT_AVAILABLE)
+        elif self.envelope.mail is not None:
+            self._reply(replies.BAD_SEQUENCE)
+        else:
+            self._send(replies.READY_FOR_TLS)
+            # RFC 3207 4.2 / CVE-2011-0411: what the client pipelined after
+            # STARTTLS arrived in plaintext and is thrown away, never run.
+            discarded = len(self._buffer.take_all())
+            self._pending = StartTls(discarded)
+            self.state = State.STARTING_TLS
+
+    def _auth(self, command: commands.Auth) -> None:
+        s = self.settings
+        if not s.submission:
+            self._reply(replies.AUTH_NOT_AVAILABLE)
+        elif self.session.helo is None or not self.session.esmtp:
+            self._reply(replies.SEND_HELLO_FIRST)
+        elif self.session.user is not None:
+            self._reply(replies.ALREADY_AUTHENTICATED)
+        elif self.envelope.mail is not None:
+            self._reply(replies.AUTH_IN_TRANSACTION)
+        elif command.mechanism not in sasl.mechanisms(plaintext_allowed=True):
+            self._reply(replies.UNSUPPORTED_MECHANISM)
+        elif not self._auth_offered():
+            self._reply(replies.ENCRYPTION_REQUIRED)  # RFC 4954 6
+        else:
+            self._sasl = sasl.begin(command.mechanism, plaintext_allowed=True)
+            self._sasl_result(lambda ex: ex.start(command.initial_response))
+
+    def _sasl_response(self, text: str) -> None:
+        self._sasl_result(lambda ex: ex.respond(text))
+
+    def _sasl_result(self, step: _SaslStep) -> None:
+        exchange = self._sasl
+        assert exchange is not None
+        try:
+            result = step(exchange)
+        except sasl.SaslError as exc:
+            self._sasl = None
+            self._settle()
+            self._reply(replies.AUTH_CANCELLED if exc.cancelled else replies.AUTH_MALFORMED)
+            return
+        if isinstance(result, sasl.Challenge):
+            self._send(Reply(334, None, result.text))
+            self.state = State.AUTH
+        else:
+            self._sasl = None
+            self._pause(Authenticate(result))
+
+
+def received_protocol(session: Session, mail: commands.Mail) -> str:
+    """The WITH keyword of the Received header (RFC 3848, RFC 6531 3.7.3)."""
+    base = "UTF8SMTP" if mail.smtputf8 else ("ESMTP" if session.esmtp else "SMTP")
+    if base == "SMTP":
+        return base
+    suffix = ("S" if session.tls else "") + ("A" if session.user else "")
+    return base + suffix
