@@ -257,6 +257,17 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> None:
     _serve(config, args.services)
 
 
+def cmd_check(config: Config, args: argparse.Namespace) -> None:
+    from mailstack import check
+
+    problems = check.run_checks(config, args.services)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise CliError(f"{len(problems)} problem(s) found")
+    print(f"ok: ready to serve ({config.source or 'built-in defaults'})")
+
+
 # `mailstack dev`: unprivileged ports on loopback (DESIGN.md "Install and run").
 DEV_HOST = "127.0.0.1"
 DEV_PORTS = {
@@ -475,6 +486,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="smtp, submission, imap, pop3, websocket, queue (default: all configured)",
     )
     p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser(
+        "check",
+        help="check the configuration and installation before starting",
+        description=(
+            "Check certificates (readable, matching key, not expiring within 14 days), "
+            "data_dir, the database (reachable, migrated) and that the listen ports are "
+            "free. Prints one line per problem; exit status 0 when ready, 1 with problems, "
+            "2 for a configuration error."
+        ),
+    )
+    p.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="whose ports to check (default: all configured)",
+    )
+    p.set_defaults(func=cmd_check)
 
     p = commands.add_parser(
         "dev",
