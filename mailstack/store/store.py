@@ -111,10 +111,18 @@ class Store:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the group-commit writer and the change watcher until cancelled."""
+        if self.running:
+            raise RuntimeError("Store.run is already running")
         async with trio.open_nursery() as nursery:
             await nursery.start(self._writer.run)
             await nursery.start(self._watcher.run)
             task_status.started()
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` (group commit, change notifications) runs.
+        A service handed an open store starts ``run`` only when this is False."""
+        return self._writer.running
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._engine.dispose)

@@ -177,6 +177,10 @@ class GroupCommitWriter:
         self._send, self._receive = trio.open_memory_channel[Work[Any]](self._max_batch * 4)
         self._running = False
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
     async def submit(self, work: Work[T]) -> T:
         """Run ``work`` durably; raises its exception, or TemporaryFailure."""
         if not self._running:

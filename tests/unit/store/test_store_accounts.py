@@ -215,3 +215,19 @@ async def test_unreachable_database_is_a_temporary_failure(tmp_path: Path) -> No
         config = Config(data_dir=str(tmp_path), database=DatabaseConfig(url=url))
         with pytest.raises(TemporaryFailure):
             await Store.open(config)
+
+
+async def test_run_lifecycle(config: Config) -> None:
+    migrate.upgrade(config.database_url)
+    store = await Store.open(config)
+    try:
+        assert not store.running
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            assert store.running
+            with pytest.raises(RuntimeError):
+                await store.run()
+            nursery.cancel_scope.cancel()
+        assert not store.running
+    finally:
+        await store.aclose()
