@@ -153,7 +153,7 @@ class SmtpProtocol:
     # -- I/O side ------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        if self.state is State.STARTING_TLS:
+        if isinstance(self._pending, StartTls):
             raise ProtocolError("receive_data before tls_started")
         if self.state is not State.CLOSED:
             self._buffer.feed(data)
@@ -201,8 +201,7 @@ class SmtpProtocol:
         self._settle()
 
     def tls_started(self) -> None:
-        if self.state is not State.STARTING_TLS:
-            raise ProtocolError("tls_started without STARTTLS")
+        self._take(StartTls)
         # RFC 3207 4.2: forget everything learnt before TLS, expect EHLO again.
         self.session = Session(tls=True)
         self.envelope = Envelope()
