@@ -43,6 +43,10 @@ from mailstack.store.records import (
 
 Send = Callable[[bytes], Awaitable[None]]
 SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+# Messages whose content SEARCH reads in one store round trip.
+SEARCH_BATCH = 200
+# Message contents FETCH reads in one store round trip (bounds memory too).
+FETCH_BATCH = 50
 
 
 class CommandFailed(Exception):
@@ -108,7 +112,10 @@ class Handlers:
     async def _records(self, uids: list[int]) -> list[MessageRecord]:
         if not uids:
             return []
-        mailbox, _ = self._selected()
+        mailbox, view = self._selected()
+        if len(uids) * 2 < view.exists:
+            return await self.store.get_messages(mailbox.id, uids)
+        # Most of the mailbox: one ordered scan beats many UID lookups.
         wanted = set(uids)
         records = await self.store.list_messages(mailbox.id, since_uid=min(uids) - 1)
         return [r for r in records if r.uid in wanted]
@@ -151,8 +158,8 @@ class Handlers:
             if self.session.rev2:
                 await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
         mailbox = await self._mailbox(cmd.mailbox)
-        records = await self.store.list_messages(mailbox.id)
-        view = MailboxView(mailbox.id, [(r.uid, r.flags) for r in records])
+        messages = await self.store.list_uid_flags(mailbox.id)
+        view = MailboxView(mailbox.id, messages)
         out = [
             f"FLAGS {SYSTEM_FLAG_LIST}",
             f"OK [PERMANENTFLAGS {SYSTEM_FLAG_LIST[:-1]} \\*)] Flags permitted",
@@ -161,7 +168,7 @@ class Handlers:
         if not self.session.rev2:
             out.append("0 RECENT")
             first_unseen = next(
-                (i + 1 for i, r in enumerate(records) if "\\Seen" not in r.flags), None
+                (i + 1 for i, (_, flags) in enumerate(messages) if "\\Seen" not in flags), None
             )
             if first_unseen is not None:
                 out.append(f"OK [UNSEEN {first_unseen}] First unseen")
@@ -311,8 +318,8 @@ class Handlers:
                 value = mailbox.highestmodseq
             elif item == "DELETED":
                 if deleted is None:
-                    records = await self.store.list_messages(mailbox.id)
-                    deleted = sum(1 for r in records if "\\Deleted" in r.flags)
+                    messages = await self.store.list_uid_flags(mailbox.id)
+                    deleted = sum(1 for _, flags in messages if "\\Deleted" in flags)
                 value = deleted
             else:
                 raise CommandFailed(f"Unknown status item {item}", status="BAD")
@@ -373,15 +380,21 @@ class Handlers:
         scope = Scope(view.exists, view.uids[-1] if view.uids else 0, utc_now(), self.saved)
         content = needs_content(cmd.key)
         found: list[int] = []  # UIDs in mailbox order
-        for record in records:
-            seq = view.seq_of(record.uid)
-            if seq is None:
-                continue
-            candidate = Candidate(seq, record, view.flags[record.uid])
+        visible = [r for r in records if view.seq_of(r.uid) is not None]
+        for start in range(0, len(visible), SEARCH_BATCH):
+            batch = visible[start : start + SEARCH_BATCH]
+            raws: dict[int, bytes] = {}
             if content:
-                candidate.raw = await self.store.read_content(record.content_id)
-            if matches(cmd.key, candidate, scope):
-                found.append(record.uid)
+                raws = await self.store.read_contents([r.content_id for r in batch])
+            for record in batch:
+                candidate = Candidate(
+                    view.seq_of(record.uid) or 0,
+                    record,
+                    view.flags[record.uid],
+                    raws.get(record.content_id),
+                )
+                if matches(cmd.key, candidate, scope):
+                    found.append(record.uid)
         numbers = found if cmd.uid else [view.seq_of(u) or 0 for u in found]
         returns = cmd.returns
         if returns is None and self.session.rev2:
@@ -434,14 +447,19 @@ class Handlers:
                 if not any(i.name == "FLAGS" for i in items):
                     items.append(c.FetchAtt("FLAGS"))
         utf8 = self.session.utf8
-        for record in records:
-            seq = view.seq_of(record.uid)
-            if seq is None:
-                continue
-            raw = await self.store.read_content(record.content_id) if needs_raw else b""
-            tree = mime.parse_tree(raw) if needs_raw else None
-            parts = [self._fetch_item(item, record, view, raw, tree, utf8) for item in items]
-            await self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+        for start in range(0, len(records), FETCH_BATCH):
+            batch = records[start : start + FETCH_BATCH]
+            raws: dict[int, bytes] = {}
+            if needs_raw:
+                raws = await self.store.read_contents([r.content_id for r in batch])
+            for record in batch:
+                seq = view.seq_of(record.uid)
+                raw = raws.get(record.content_id, b"")
+                if seq is None or (needs_raw and record.content_id not in raws):
+                    continue  # expunged meanwhile (RFC 9051 7.4.1 lets us omit it)
+                tree = mime.parse_tree(raw) if needs_raw else None
+                parts = [self._fetch_item(item, record, view, raw, tree, utf8) for item in items]
+                await self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
         return "Fetch completed"
 
     def _fetch_item(

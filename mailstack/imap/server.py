@@ -372,10 +372,9 @@ class Connection:
         if view is None:
             return
         try:
-            records = await self.ctx.store.list_messages(view.mailbox_id)
+            present = dict(await self.ctx.store.list_uid_flags(view.mailbox_id))
         except StoreError:
             return
-        present = {r.uid: r.flags for r in records}
         for uid in list(view.uids):
             if uid not in present:
                 view.message_expunged(uid)

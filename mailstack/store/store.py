@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, names
+from mailstack.store import bulk_reads, imap_reads, names
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -348,6 +348,16 @@ class Store:
         ids that do not exist are absent.  POP3 reads ahead with this, so
         retrieving a whole maildrop is not one query per message."""
         return await self._read(bulk_reads.read_contents, content_ids)
+
+    # -- IMAP reads (added by the IMAP work; see imap_reads.py) -------------
+    async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageRecord]:
+        """The messages with these UIDs (absent ones skipped), ordered by UID:
+        FETCH of a few messages without listing the whole mailbox."""
+        return await self._read(imap_reads.messages_by_uid, mailbox_id, tuple(uids))
+
+    async def list_uid_flags(self, mailbox_id: int) -> list[tuple[int, frozenset[str]]]:
+        """(UID, flags) of every message, ordered by UID: what SELECT keeps."""
+        return await self._read(imap_reads.uid_flags, mailbox_id)
 
 
 @asynccontextmanager

@@ -305,3 +305,20 @@ async def test_autologout_and_per_account_limit(stack_factory: StackFactory) -> 
         second, bye = await in_thread(talk)
         assert second[-1].startswith(b"t1 NO [LIMIT]")
         assert bye[0].startswith(b"* BYE")
+
+
+async def test_store_imap_reads(stack_factory: StackFactory) -> None:
+    """Store.get_messages / list_uid_flags (added for IMAP, store/imap_reads.py)."""
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        uids = [await deliver(stack) for _ in range(4)]
+        account = await stack.store.get_account(ALICE[0])
+        assert account is not None
+        inbox = await stack.store.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        await stack.store.set_flags(inbox.id, [uids[1]], "add", ["\\Seen"])
+        got = await stack.store.get_messages(inbox.id, [uids[3], uids[1], 999])
+        assert [r.uid for r in got] == [uids[1], uids[3]]
+        assert got[0].envelope[1] == "hello"
+        flags = await stack.store.list_uid_flags(inbox.id)
+        assert flags == [(u, frozenset({"\\Seen"}) if u == uids[1] else frozenset()) for u in uids]
