@@ -333,7 +333,7 @@ def test_mail_line_may_use_extension_allowance() -> None:
     # RFC 4954 5: AUTH= lengthens MAIL by up to 500 octets on submission.
     driver = new_driver(submission=True, tls_active=True)
     driver.feed(EHLO + f"AUTH PLAIN {plain('alice', 'secret')}\r\n".encode())
-    auth_param = b"AUTH=" + b"a" * 400 + b"@example.test"
+    auth_param = b"AUTH=" + b"a" * 480 + b"@example.test"
     line = b"MAIL FROM:<alice@example.test> SIZE=100 BODY=8BITMIME " + auth_param + b"\r\n"
     assert len(line) > 512
     assert codes(driver.feed(line)) == ["250 2.1.0"]
