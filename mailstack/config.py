@@ -167,6 +167,14 @@ class WebsocketConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    # After SIGTERM (systemctl stop): listeners close at once, open sessions
+    # get this long to finish, then are cancelled.  Keep it below the unit's
+    # TimeoutStopSec (30 s) so systemd never has to SIGKILL.
+    shutdown_grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
 
@@ -180,6 +188,7 @@ SECTIONS: dict[str, type] = {
     "imap": ImapConfig,
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
+    "service": ServiceConfig,
     "logging": LoggingConfig,
 }
 
@@ -196,6 +205,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
     source: str = ""

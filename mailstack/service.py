@@ -7,9 +7,11 @@ are imported lazily, so a service that is missing from this build (or still
 being written) never breaks the others.
 
 Signals: SIGHUP reloads the TLS certificate; SIGTERM/SIGINT stop gracefully
-(listeners close first, open sessions get ``grace_seconds`` to finish, then
-are cancelled); a second SIGTERM/SIGINT cancels at once.  Under systemd the
-unit is ``Type=notify``: READY=1 once every listener is bound.
+(listeners close first, ``ctx.shutdown`` tells the services so they can end
+idle sessions politely, open sessions get ``[service]
+shutdown_grace_seconds`` to finish, then are cancelled); a second
+SIGTERM/SIGINT cancels at once.  Under systemd the unit is ``Type=notify``:
+READY=1 once every listener is bound.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import trio
@@ -32,10 +34,6 @@ from mailstack.store.store import Store
 from mailstack.tls import TlsProvider
 
 logger = logging.getLogger("mailstack.service")
-
-# How long open sessions may take to finish after a stop request (systemd's
-# default TimeoutStopSec is 90 s, so this stays well inside it).
-DEFAULT_GRACE_SECONDS = 10.0
 
 # name -> "module:function"; the function is
 # ``async def serve(ctx: ServiceContext, *, task_status) -> None``.
@@ -50,6 +48,51 @@ SERVICES: dict[str, str] = {
 ServeFunction = Callable[..., Awaitable[None]]
 
 
+class Shutdown:
+    """How sessions learn that a graceful stop began (``ctx.shutdown``).
+
+    A session waiting for its client's next command wraps that wait in
+    :meth:`idle`; when the stop begins (or has begun) the wait is cancelled
+    and ``scope.cancelled_caught`` tells the session to say goodbye and end::
+
+        with ctx.shutdown.idle() as idle:
+            data = await net.receive_some(stream, RECEIVE_BYTES)
+        if idle.cancelled_caught:
+            await net.send_all(stream, b"* BYE shutting down\r\n")
+            return
+
+    Only the wait *between* commands belongs in ``idle()``: work in progress
+    (an SMTP DATA transfer, a FETCH being sent) simply continues and has the
+    grace period to finish.  Cancelling a receive loses no data, also on TLS.
+    ``event`` is there for tasks that would rather wait on it.
+    """
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self._idle: set[trio.CancelScope] = set()
+
+    @property
+    def started(self) -> bool:
+        return self.event.is_set()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[trio.CancelScope]:
+        with trio.CancelScope() as scope:
+            if self.event.is_set():
+                scope.cancel()
+            self._idle.add(scope)
+            try:
+                yield scope
+            finally:
+                self._idle.discard(scope)
+
+    def begin(self) -> None:
+        """Start the stop: wake every session waiting in :meth:`idle`."""
+        self.event.set()
+        for scope in self._idle:
+            scope.cancel()
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
     """What every service gets: shared by all services in the process."""
@@ -58,6 +101,7 @@ class ServiceContext:
     store: Store
     auth: Authenticator
     tls: TlsProvider
+    shutdown: Shutdown = field(default_factory=Shutdown)
 
 
 class ServiceUnavailable(ConfigError):
@@ -162,7 +206,7 @@ async def run(
     *,
     store: Store | None = None,
     handle_signals: bool = True,
-    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    grace_seconds: float | None = None,
     stop: trio.Event | None = None,
     task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -171,8 +215,11 @@ async def run(
     ``store``: an already open store to use (and leave open), as the
     integration tests do; by default run opens and closes its own.
     ``handle_signals=False`` leaves the process's signal handling alone
-    (it needs the main thread).  Returns after a graceful stop.
+    (it needs the main thread).  ``grace_seconds`` overrides ``[service]
+    shutdown_grace_seconds``.  Returns after a graceful stop.
     """
+    if grace_seconds is None:
+        grace_seconds = config.service.shutdown_grace_seconds
     selected = select_services(config, names)
     tls = await trio.to_thread.run_sync(TlsProvider, config)
     own_store = store is None
@@ -236,6 +283,7 @@ async def _serve_until_stopped(
                     "stopping: listeners closed, sessions get %.0f s to finish", grace_seconds
                 )
                 drain.close_listeners()
+                ctx.shutdown.begin()
                 services_scope.deadline = trio.current_time() + grace_seconds
                 # Leaving this block waits for the services: each returns once
                 # its sessions are over, or is cancelled at the deadline.

@@ -4,13 +4,20 @@ relies on, and verified by systemd-analyze when it is installed."""
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from mailstack import net
+from mailstack.cli import EXIT_CONFIG
+from mailstack.config import ImapConfig, ServiceConfig
+
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
+EXAMPLE_CONFIG = UNITS.parent / "etc" / "mailstack.toml"
 EXECUTABLE = "/opt/mailstack/bin/mailstack"
 CONFIG_ARGS = "--config /etc/mailstack/mailstack.toml"
 
@@ -30,12 +37,14 @@ def test_service_template() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["User"] == "mailstack"
     assert service["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE"
-    assert service["RestartPreventExitStatus"] == "2"  # cli.py: config error
+    assert service["RestartPreventExitStatus"] == str(EXIT_CONFIG)
     for key in ("StateDirectory", "ConfigurationDirectory", "LogsDirectory"):
         assert service[key] == "mailstack"
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
-    assert int(service["TimeoutStopSec"]) > 10  # service.DEFAULT_GRACE_SECONDS
+    assert service["MemoryDenyWriteExecute"] == "yes"
+    # WATCHDOG=1 pings every WatchdogSec/2 (service._watchdog).
+    assert int(service["WatchdogSec"]) >= 10
     assert unit["Unit"]["PartOf"] == "mailstack.target"
     assert "mailstack-db-upgrade.service" in unit["Unit"]["Requires"].split()
     assert "mailstack-db-upgrade.service" in unit["Unit"]["After"].split()
@@ -43,10 +52,17 @@ def test_service_template() -> None:
 
 
 def test_grace_period_fits_in_stop_timeout() -> None:
-    from mailstack.service import DEFAULT_GRACE_SECONDS
-
+    """The documented default grace must end before systemd SIGKILLs."""
+    example = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    grace = example["service"]["shutdown_grace_seconds"]
+    assert grace == ServiceConfig().shutdown_grace_seconds
     timeout = int(parse("mailstack@.service")["Service"]["TimeoutStopSec"])
-    assert DEFAULT_GRACE_SECONDS < timeout
+    assert grace + net.CLOSE_SECONDS < timeout
+
+
+def test_file_limit_fits_the_imap_connection_limit() -> None:
+    limit = int(parse("mailstack@.service")["Service"]["LimitNOFILE"])
+    assert limit >= 2 * ImapConfig().max_connections
 
 
 def test_target_and_upgrade() -> None:
@@ -92,3 +108,29 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "mailstack" not in result.stderr, result.stderr
+
+
+def exposure(unit: Path) -> float:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_analyze_security_scores_ok(tmp_path: Path) -> None:
+    """Exposure 4.0 or lower is what systemd-analyze calls "OK"."""
+    true = shutil.which("true")
+    assert true is not None
+    for name in ("mailstack@.service", "mailstack-db-upgrade.service"):
+        text = (UNITS / name).read_text().replace(EXECUTABLE, true)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "mailstack@imap.service").symlink_to("mailstack@.service")
+    assert exposure(tmp_path / "mailstack@imap.service") <= 4.0
+    assert exposure(tmp_path / "mailstack-db-upgrade.service") <= 4.0
