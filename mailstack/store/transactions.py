@@ -368,6 +368,8 @@ _CLAIM_INBOX = _CLAIM.where(
     _MAILBOXES.c.account_id == bindparam("account"), _MAILBOXES.c.name == names.INBOX
 )
 _INSERT_CONTENT = insert(_CONTENTS).returning(_CONTENTS.c.id)
+# Several rows at once, ids returned in the order of the rows.
+_INSERT_CONTENTS = insert(_CONTENTS).returning(_CONTENTS.c.id, sort_by_parameter_order=True)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _INSERT_CHANGE = insert(_CHANGES)
 # session.info key of rows held back by defer_inserts.
@@ -447,8 +449,8 @@ def _insert_messages(
         )
     deferred = session.info.get(_DEFERRED)
     if deferred is not None:
-        deferred[0].extend(message_rows)
-        deferred[1].extend(log_rows)
+        deferred.messages.extend(message_rows)
+        deferred.changes.extend(log_rows)
     else:
         connection = session.connection()
         connection.execute(_INSERT_MESSAGE, message_rows)
@@ -456,27 +458,45 @@ def _insert_messages(
     return stored
 
 
+@dataclass(slots=True)
+class _Deferred:
+    contents: list[dict[str, bytes]]
+    messages: list[dict[str, Any]]
+    changes: list[dict[str, Any]]
+
+
 def defer_inserts(session: Session) -> None:
-    """Collect new message and change-log rows instead of inserting each
-    delivery's rows separately; :func:`flush_deferred` inserts them all with
-    one executemany each.  The group-commit writer uses this for a batch of
-    deliveries and flushes before any other kind of write and before COMMIT,
-    so nothing in the transaction reads around the pending rows."""
-    session.info[_DEFERRED] = ([], [])
+    """Collect new contents, messages and change-log rows instead of
+    inserting each delivery's rows separately; :func:`flush_deferred` inserts
+    them with one multi-row statement per table.  Until then a content id is
+    a placeholder (minus one minus its index), resolved at the flush.  The
+    group-commit writer uses this for a batch of deliveries and flushes
+    before any other kind of write and before COMMIT, so nothing in the
+    transaction reads around the pending rows."""
+    session.info[_DEFERRED] = _Deferred([], [], [])
 
 
 def flush_deferred(session: Session) -> None:
     deferred = session.info.get(_DEFERRED)
-    if deferred is None or not deferred[0]:
+    if deferred is None or not (deferred.contents or deferred.messages):
         return
     connection = session.connection()
-    connection.execute(_INSERT_MESSAGE, deferred[0])
-    connection.execute(_INSERT_CHANGE, deferred[1])
-    deferred[0].clear()
-    deferred[1].clear()
+    if deferred.contents:
+        ids = list(connection.execute(_INSERT_CONTENTS, deferred.contents).scalars())
+        for row in deferred.messages:
+            if row["content_id"] < 0:
+                row["content_id"] = ids[-1 - row["content_id"]]
+    if deferred.messages:
+        connection.execute(_INSERT_MESSAGE, deferred.messages)
+        connection.execute(_INSERT_CHANGE, deferred.changes)
+    session.info[_DEFERRED] = _Deferred([], [], [])
 
 
 def _add_content(session: Session, raw: bytes) -> int:
+    deferred = session.info.get(_DEFERRED)
+    if deferred is not None:
+        deferred.contents.append({"data": raw})
+        return -len(deferred.contents)
     content_id: int = session.connection().execute(_INSERT_CONTENT, {"data": raw}).scalar_one()
     return content_id
 

@@ -74,6 +74,11 @@ async def test_uids_under_50_concurrent_writers(store: Store, alice: AccountReco
     assert [m.uid for m in listed] == list(range(1, 51))
     # Each new message got its own, strictly increasing MODSEQ.
     assert len({m.modseq for m in listed}) == 50
+    # Batched inserts kept each message with its own content.
+    for record in listed:
+        subject = record.headers["subject"].encode()
+        assert b"Subject: " + subject + b"\r\n" in await store.read_content(record.content_id)
+    assert len({record.headers["subject"] for record in listed}) == 50
     assert (await store.list_messages(inbox_id, since_uid=45))[0].uid == 46
 
 
