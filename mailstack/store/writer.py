@@ -98,6 +98,11 @@ def run_batch(sessions: sessionmaker[Session], batch: list[Work[Any]], postgresq
         except DBAPIError as exc:
             _fail_all(batch, TemporaryFailure(f"database error: {exc.orig}"))
             return
+        except Exception:
+            # A bug outside any one item: fail this batch, keep the writer alive.
+            log.exception("store batch failed")
+            _fail_all(batch, TemporaryFailure("internal store error"))
+            return
 
 
 def _fail_all(batch: list[Work[Any]], failure: TemporaryFailure) -> None:
