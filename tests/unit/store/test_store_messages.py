@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import trio
 
-from mailstack.config import Config, SmtpConfig
+from mailstack.config import Config, ImapConfig, SmtpConfig
 from mailstack.store.records import (
     AccountRecord,
     ChangeKind,
@@ -334,3 +334,35 @@ async def test_slow_subscriber_is_cut_off(store: Store, alice: AccountRecord) ->
                 await slow.receive()
                 received += 1
     assert received == watcher.QUEUE_SIZE
+
+
+async def test_mailbox_changes_are_logged(store: Store, alice: AccountRecord) -> None:
+    start = (await store.changes_since(0))[-1].id
+    created = await store.create_mailbox(alice.id, "Log")
+    await store.rename_mailbox(alice.id, "Log", "Logged")
+    await store.delete_mailbox(alice.id, "Logged")
+    changes = await store.changes_since(start)
+    assert [(c.kind, c.mailbox_id, c.mailbox_name) for c in changes] == [
+        (ChangeKind.MAILBOX_CREATED, created.id, "Log"),
+        (ChangeKind.MAILBOX_RENAMED, created.id, "Logged"),
+        (ChangeKind.MAILBOX_DELETED, created.id, "Logged"),
+    ]
+    assert [c.modseq for c in changes] == [1, 2, 3]
+    assert changes[1].detail == {"old": "Log", "new": "Logged"}
+    assert await store.changes_since(start, limit=1) == changes[:1]
+
+
+async def test_append_limit_and_subscription_end(config: Config, store: Store) -> None:
+    await store.add_domain("example.test")
+    account = await store.add_account("dave@example.test", "h")
+    small = config.replace(imap=ImapConfig(max_literal_bytes=100))
+    async with open_store(small) as limited:
+        inbox = await limited.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        with pytest.raises(TooBig):
+            await limited.append(inbox.id, b"x" * 101)
+        channel = limited.subscribe(account.id)
+    # The store stopped: the subscriber's stream ends.
+    with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
+        while True:
+            await channel.receive()
