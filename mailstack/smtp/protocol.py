@@ -566,12 +566,3 @@ class SmtpProtocol:
         else:
             self._sasl = None
             self._pause(Authenticate(result))
-
-
-def received_protocol(session: Session, mail: commands.Mail) -> str:
-    """The WITH keyword of the Received header (RFC 3848, RFC 6531 3.7.3)."""
-    base = "UTF8SMTP" if mail.smtputf8 else ("ESMTP" if session.esmtp else "SMTP")
-    if base == "SMTP":
-        return base
-    suffix = ("S" if session.tls else "") + ("A" if session.user else "")
-    return base + suffix

@@ -1,0 +1,184 @@
+"""Local delivery for the SMTP listeners: recipient and sender policy, trace
+headers, and the durable hand-over to the store.
+
+The policy answers the core's CheckSender/CheckRecipient events; ``deliver``
+answers MessageReceived and returns only after ``Store.deliver`` committed
+(group commit), so the core's 250 always means "on disk".
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailstack.smtp import commands, replies
+from mailstack.smtp.protocol import MessageReceived, Session
+from mailstack.smtp.replies import Reply
+from mailstack.store.records import (
+    AccountRecord,
+    OverQuota,
+    StoreError,
+    TemporaryFailure,
+    TooBig,
+)
+from mailstack.store.store import Store
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """What the Received header says about the client side."""
+
+    session_id: str
+    peer_ip: str
+    tls_version: str | None
+    tls_cipher: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientDecision:
+    reply: Reply
+    targets: tuple[int, ...] = ()
+
+
+def split_address(address: str) -> tuple[str, str] | None:
+    """(unquoted local part, domain) of a mailbox, or None when the local
+    part hides another routing (``%``/``!`` hacks, a quoted ``@``) — never
+    delivered here nor relayed anywhere."""
+    local, _, domain = address.rpartition("@")
+    local = commands.unquote_local_part(local)
+    if not local or any(char in local for char in "@%!"):
+        return None
+    return local, domain
+
+
+def _over_quota(account: AccountRecord, usage_bytes: int, usage_messages: int) -> bool:
+    if account.quota_bytes is not None and usage_bytes >= account.quota_bytes:
+        return True
+    return account.quota_messages is not None and usage_messages >= account.quota_messages
+
+
+async def check_recipient(
+    store: Store, address: str, *, hostname: str, remote_reply: Reply
+) -> RecipientDecision:
+    """Local recipients only: ``remote_reply`` for any other domain (relay
+    denied on the MX, "relaying is not configured" on submission)."""
+    if address == "postmaster":
+        address = f"postmaster@{hostname}"  # RFC 5321 4.1.1.3
+    parts = split_address(address)
+    if parts is None:
+        return RecipientDecision(replies.RELAY_DENIED)
+    local, domain = parts
+    if domain.startswith("["):
+        return RecipientDecision(remote_reply)  # address literals are never local here
+    try:
+        accounts = await store.resolve_recipient(f"{local}@{domain}")
+        if accounts is None:
+            if await store.is_local_domain(domain):
+                return RecipientDecision(replies.UNKNOWN_USER)
+            return RecipientDecision(remote_reply)
+        for account in accounts:
+            if account.quota_bytes is None and account.quota_messages is None:
+                continue
+            usage = await store.quota_usage(account.id)
+            if _over_quota(account, usage.bytes_used, usage.messages_used):
+                return RecipientDecision(replies.MAILBOX_FULL)
+    except StoreError:
+        return RecipientDecision(replies.STORE_UNAVAILABLE)
+    return RecipientDecision(replies.RECIPIENT_OK, tuple(a.id for a in accounts))
+
+
+async def check_sender(store: Store, account_id: int, sender: str) -> Reply:
+    """Submission (RFC 6409 6.1): MAIL FROM must be an address the account owns."""
+    parts = split_address(sender) if sender else None
+    if parts is None:
+        return replies.SENDER_NOT_OWNED
+    try:
+        owned = await store.addresses_owned_by(account_id)
+    except StoreError:
+        return replies.STORE_UNAVAILABLE
+    wanted = f"{parts[0]}@{parts[1]}".lower()
+    if wanted in (address.lower() for address in owned):
+        return replies.SENDER_OK
+    return replies.SENDER_NOT_OWNED
+
+
+def received_header(
+    session: Session,
+    connection: Connection,
+    event: MessageReceived,
+    *,
+    hostname: str,
+    now: datetime,
+) -> bytes:
+    """RFC 5321 4.4 trace line; TLS and the authenticated user as comments
+    (RFC 3848 WITH keywords say that much too)."""
+    mail = event.mail
+    base = "UTF8SMTP" if mail.smtputf8 else ("ESMTP" if session.esmtp else "SMTP")
+    if base != "SMTP":
+        base += ("S" if session.tls else "") + ("A" if session.user else "")
+    lines = [f"Received: from {session.helo} ([{connection.peer_ip}])"]
+    lines.append(f"\tby {hostname} (mailstack) with {base} id {connection.session_id}")
+    if connection.tls_version:
+        lines.append(f"\t(using {connection.tls_version} with cipher {connection.tls_cipher})")
+    if session.user:
+        lines.append(f"\t(authenticated as {session.user})")
+    for_clause = f"for <{event.recipients[0].address}>" if len(event.recipients) == 1 else ""
+    lines.append(f"\t{for_clause}; {email.utils.format_datetime(now)}")
+    return "\r\n".join(lines).encode("utf-8") + b"\r\n"
+
+
+def _header_block(content: bytes) -> bytes:
+    match = _HEADER_END.search(content)
+    return content[: match.start() + 1] if match else content
+
+
+def _has_field(header_block: bytes, name: bytes) -> bool:
+    return re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", header_block) is not None
+
+
+def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:
+    """RFC 6409 8.3: Message-ID and Date added when the client left them out."""
+    block = _header_block(content)
+    added = b""
+    if not _has_field(block, b"Date"):
+        added += b"Date: " + email.utils.format_datetime(now).encode() + b"\r\n"
+    if not _has_field(block, b"Message-ID"):
+        added += f"Message-ID: <{secrets.token_hex(16)}@{hostname}>\r\n".encode()
+    return added
+
+
+async def deliver(
+    store: Store,
+    session: Session,
+    connection: Connection,
+    event: MessageReceived,
+    *,
+    hostname: str,
+    submission: bool,
+) -> Reply:
+    """Store one copy per final mailbox; the reply for the end of DATA/BDAT.
+
+    Store.deliver is all-or-nothing, so an over-quota mailbox fails the whole
+    message with 452 4.2.2 (RFC 5321 4.2.5): nobody has a copy, the client
+    retries, and the RCPT-time quota check then refuses just that recipient.
+    """
+    now = datetime.now(UTC)
+    targets = sorted({t for recipient in event.recipients for t in recipient.targets})
+    trace = b"Return-Path: <" + event.mail.sender.encode("utf-8") + b">\r\n"
+    trace += received_header(session, connection, event, hostname=hostname, now=now)
+    if submission:
+        trace += submission_fields(event.content, hostname=hostname, now=now)
+    try:
+        await store.deliver(targets, trace + event.content, internal_date=now)
+    except OverQuota:
+        return replies.MAILBOX_FULL
+    except TooBig:
+        return replies.SIZE_EXCEEDED
+    except (TemporaryFailure, StoreError):
+        return replies.STORE_UNAVAILABLE
+    return replies.MESSAGE_ACCEPTED

@@ -1,0 +1,270 @@
+"""trio adapter for the SMTP core: the MX listener and the submission listeners.
+
+Everything SMTP decides is in ``protocol.py``; this file moves bytes, runs the
+RFC 5321 4.5.3.2 timers as cancel scopes, does STARTTLS via net.start_tls,
+and answers the core's events from the Authenticator and ``delivery``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from functools import partial
+
+import trio
+
+from mailstack import net
+from mailstack.config import SmtpConfig
+from mailstack.logs import session_logger
+from mailstack.service import ServiceContext
+from mailstack.smtp import delivery, replies
+from mailstack.smtp.protocol import (
+    Authenticate,
+    CheckRecipient,
+    CheckSender,
+    CloseConnection,
+    Event,
+    MessageReceived,
+    Settings,
+    SmtpProtocol,
+    StartTls,
+)
+from mailstack.store.records import TemporaryFailure
+
+logger = logging.getLogger("mailstack.smtp")
+
+RECEIVE_BYTES = 65536
+
+
+def _refuse(peer: net.Peer) -> bytes:
+    return replies.Reply(421, "4.7.0", "too many connections, try again later").render()
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class SmtpSession:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        config: SmtpConfig,
+        stream: trio.abc.Stream,
+        peer: net.Peer,
+        *,
+        submission: bool,
+    ) -> None:
+        self._ctx = ctx
+        self._config = config
+        self._stream = stream
+        self._peer = peer
+        self._submission = submission
+        self._hostname = ctx.config.hostname
+        self._log = session_logger(logger, peer.session_id)
+        self._account_id: int | None = None
+        self._messages = 0
+        self._core = SmtpProtocol(
+            Settings(
+                hostname=self._hostname,
+                max_message_bytes=config.max_message_bytes,
+                max_recipients=config.max_recipients,
+                max_errors=config.max_errors,
+                max_commands=config.max_commands,
+                submission=submission,
+                tls_available=True,
+                tls_active=peer.implicit_tls,
+                plaintext_auth_allowed=(
+                    submission and config.allow_plaintext_auth_on_loopback and _is_loopback(peer.ip)
+                ),
+            )
+        )
+
+    def _tls(self) -> tuple[str | None, str | None]:
+        if isinstance(self._stream, trio.SSLStream):
+            cipher = self._stream.cipher()
+            return self._stream.version(), cipher[0] if cipher else None
+        return None, None
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        service = "submission" if self._submission else "smtp"
+        reason = "error"
+        try:
+            reason = await self._loop()
+        finally:
+            version, _ = self._tls()
+            self._log.info(
+                "%s session end peer=%s tls=%s user=%s messages=%d seconds=%.3f reason=%s",
+                service,
+                self._peer.ip,
+                version or "no",
+                self._core.session.user or "-",
+                self._messages,
+                time.monotonic() - started,
+                reason,
+            )
+
+    async def _loop(self) -> str:
+        core = self._core
+        while True:
+            event = core.next_event()
+            out = core.data_to_send()
+            sent = True
+            timeout = (
+                self._config.data_timeout_seconds
+                if core.reading_data
+                else self._config.command_timeout_seconds
+            )
+            with trio.move_on_after(timeout) as timer:
+                if out:
+                    sent = await net.send_all(self._stream, out)
+                if sent and event is None:
+                    core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
+            if timer.cancelled_caught:
+                core.timed_out()
+                with trio.move_on_after(1):
+                    await net.send_all(self._stream, core.data_to_send())
+                return "timeout"
+            if not sent:
+                return "client vanished"
+            if isinstance(event, CloseConnection):
+                return event.reason
+            if event is not None and not await self._answer(event):
+                return "TLS handshake failed"
+
+    async def _answer(self, event: Event) -> bool:
+        core = self._core
+        if isinstance(event, CheckSender):
+            core.answer(await self._check_sender(event))
+        elif isinstance(event, CheckRecipient):
+            remote = replies.RELAY_NOT_CONFIGURED if self._submission else replies.RELAY_DENIED
+            decision = await delivery.check_recipient(
+                self._ctx.store, event.address, hostname=self._hostname, remote_reply=remote
+            )
+            core.answer(decision.reply, targets=decision.targets)
+        elif isinstance(event, Authenticate):
+            await self._authenticate(event)
+        elif isinstance(event, StartTls):
+            return await self._start_tls(event)
+        elif isinstance(event, MessageReceived):
+            await self._deliver(event)
+        return True
+
+    async def _check_sender(self, event: CheckSender) -> replies.Reply:
+        if not self._submission:
+            return replies.SENDER_OK
+        assert self._account_id is not None  # the core requires AUTH before MAIL
+        return await delivery.check_sender(self._ctx.store, self._account_id, event.mail.sender)
+
+    async def _authenticate(self, event: Authenticate) -> None:
+        try:
+            account = await self._ctx.auth.verify_credentials(
+                event.credentials, peer_ip=self._peer.ip
+            )
+        except TemporaryFailure as exc:
+            self._log.warning("submission auth impossible, store unavailable: %s", exc)
+            self._core.auth_failed(replies.AUTH_TEMPORARY)
+            return
+        if account is None:
+            self._log.info("submission auth failed user=%r", event.credentials.authcid)
+            self._core.auth_failed()
+            return
+        self._account_id = account.id
+        self._log.info("submission auth user=%r", account.address)
+        self._core.auth_succeeded(account.address)
+
+    async def _start_tls(self, event: StartTls) -> bool:
+        if event.discarded:
+            self._log.warning(
+                "discarded %d plaintext octets pipelined after STARTTLS", event.discarded
+            )
+        # The 220 must reach the client before the handshake starts.
+        if not await net.send_all(self._stream, self._core.data_to_send()):
+            return False
+        with trio.move_on_after(net.HANDSHAKE_SECONDS):
+            try:
+                self._stream = await net.start_tls(self._stream, self._ctx.tls)
+            except trio.BrokenResourceError as exc:
+                self._log.info("STARTTLS handshake failed: %s", exc.__cause__ or exc)
+                return False
+            self._core.tls_started()
+            self._account_id = None
+            return True
+        self._log.info("STARTTLS handshake timed out")
+        return False
+
+    async def _deliver(self, event: MessageReceived) -> None:
+        version, cipher = self._tls()
+        connection = delivery.Connection(self._peer.session_id, self._peer.ip, version, cipher)
+        reply = await delivery.deliver(
+            self._ctx.store,
+            self._core.session,
+            connection,
+            event,
+            hostname=self._hostname,
+            submission=self._submission,
+        )
+        if reply.positive:
+            self._messages += 1
+            self._core.accept(reply)
+        else:
+            self._core.reject(reply)
+        self._log.info(
+            "message from=<%s> to=%s size=%d tls=%s user=%s result=%d %s",
+            event.mail.sender,
+            ",".join(f"<{r.address}>" for r in event.recipients),
+            len(event.content),
+            version or "no",
+            self._core.session.user or "-",
+            reply.code,
+            reply.enhanced,
+        )
+
+
+async def _serve(
+    ctx: ServiceContext,
+    name: str,
+    config: SmtpConfig,
+    *,
+    submission: bool,
+    task_status: trio.TaskStatus[list[net.Bound]],
+) -> None:
+    limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+
+    async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
+        await SmtpSession(ctx, config, stream, peer, submission=submission).run()
+
+    async with trio.open_nursery() as nursery:
+        bound: list[net.Bound] = []
+        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
+            if endpoints:
+                bound += await nursery.start(
+                    partial(
+                        net.serve_endpoints,
+                        name,
+                        handler,
+                        endpoints,
+                        tls=tls,
+                        limits=limits,
+                        refuse=_refuse,
+                    )
+                )
+        task_status.started(bound)
+
+
+async def serve_mx(
+    ctx: ServiceContext, *, task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """[smtp]: inbound MX, local recipients only, no AUTH."""
+    await _serve(ctx, "smtp", ctx.config.smtp, submission=False, task_status=task_status)
+
+
+async def serve_submission(
+    ctx: ServiceContext, *, task_status: trio.TaskStatus[list[net.Bound]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """[submission]: ``listen`` with STARTTLS (587), ``tls_listen`` implicit TLS (465)."""
+    await _serve(ctx, "submission", ctx.config.submission, submission=True, task_status=task_status)
