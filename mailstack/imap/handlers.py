@@ -101,7 +101,7 @@ class Handlers:
         if seqs.saved:
             return [u for u in self.saved if view.seq_of(u) is not None]
         if uid:
-            return seqs.select_uids(view.uids)
+            return seqs.select_uids(view.uids.to_list())
         if view.exists == 0:
             return []
         numbers = seqs.sequence_numbers(view.exists)
@@ -125,7 +125,7 @@ class Handlers:
         if self.view is None or change.mailbox_id != self.view.mailbox_id or change.uid is None:
             return
         if change.kind is ChangeKind.MESSAGE_NEW:
-            self.view.message_added(change.uid, change.flags or frozenset())
+            self.view.message_added(change.uid)
         elif change.kind is ChangeKind.MESSAGE_EXPUNGED:
             self.view.message_expunged(change.uid)
         elif change.kind is ChangeKind.MESSAGE_FLAGS and change.flags is not None:
@@ -159,7 +159,7 @@ class Handlers:
                 await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
         mailbox = await self._mailbox(cmd.mailbox)
         messages = await self.store.list_uid_flags(mailbox.id)
-        view = MailboxView(mailbox.id, messages)
+        view = MailboxView(mailbox.id, (uid for uid, _ in messages))
         out = [
             f"FLAGS {SYSTEM_FLAG_LIST}",
             f"OK [PERMANENTFLAGS {SYSTEM_FLAG_LIST[:-1]} \\*)] Flags permitted",
@@ -347,7 +347,7 @@ class Handlers:
         except OverQuota:
             raise CommandFailed("Quota exceeded", "OVERQUOTA") from None
         if self.view is not None and self.view.mailbox_id == mailbox.id:
-            self.view.message_added(stored.uid, frozenset(flags))
+            self.view.message_added(stored.uid)
         return f"APPENDUID {stored.uidvalidity} {stored.uid}", "Append completed"
 
     async def close(self, *, expunge: bool) -> str:
@@ -377,7 +377,7 @@ class Handlers:
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
             raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
         records = await self.store.list_messages(mailbox.id)
-        scope = Scope(view.exists, view.uids[-1] if view.uids else 0, utc_now(), self.saved)
+        scope = Scope(view.exists, view.uids.max, utc_now(), self.saved)
         content = needs_content(cmd.key)
         found: list[int] = []  # UIDs in mailbox order
         visible = [r for r in records if view.seq_of(r.uid) is not None]
@@ -388,10 +388,7 @@ class Handlers:
                 raws = await self.store.read_contents([r.content_id for r in batch])
             for record in batch:
                 candidate = Candidate(
-                    view.seq_of(record.uid) or 0,
-                    record,
-                    view.flags[record.uid],
-                    raws.get(record.content_id),
+                    view.seq_of(record.uid) or 0, record, record.flags, raws.get(record.content_id)
                 )
                 if matches(cmd.key, candidate, scope):
                     found.append(record.uid)
@@ -439,11 +436,13 @@ class Handlers:
         )
         records = await self._records(uids)
         if sets_seen:
-            unseen = [r.uid for r in records if "\\Seen" not in view.flags.get(r.uid, r.flags)]
+            unseen = [r.uid for r in records if "\\Seen" not in r.flags]
             if unseen:
                 changed, _ = await self.store.set_flags(mailbox.id, unseen, "add", ["\\Seen"])
+                now = {record.uid: record for record in changed}
                 for record in changed:
-                    view.set_flags(record.uid, record.flags)
+                    view.own_flags(record.uid, record.flags)
+                records = [now.get(r.uid, r) for r in records]
                 if not any(i.name == "FLAGS" for i in items):
                     items.append(c.FetchAtt("FLAGS"))
         utf8 = self.session.utf8
@@ -475,7 +474,7 @@ class Handlers:
         if name == "UID":
             return b"UID %d" % record.uid
         if name == "FLAGS":
-            return b"FLAGS " + responses.flag_list(view.flags.get(record.uid, record.flags))
+            return b"FLAGS " + responses.flag_list(record.flags)
         if name == "INTERNALDATE":
             return b"INTERNALDATE " + responses.date_time(record.internal_date)
         if name == "RFC822.SIZE":
@@ -525,19 +524,25 @@ class Handlers:
         for flag in flags:
             if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
                 raise CommandFailed(f"Flag {flag} cannot be set", status="BAD")
-        if uids:
-            changed, _ = await self.store.set_flags(mailbox.id, uids, cmd.mode, flags)
-            for record in changed:
-                view.set_flags(record.uid, record.flags)
+        if not uids:
+            return "Store completed"
+        changed, _ = await self.store.set_flags(mailbox.id, uids, cmd.mode, flags)
+        for record in changed:
+            view.own_flags(record.uid, record.flags)
         if not cmd.silent:
+            # RFC 9051 6.4.6: the new flags of every message in the set.
+            current = {r.uid: r for r in changed}
+            unchanged = [u for u in uids if u not in current]
+            for record in await self._records(unchanged):
+                current[record.uid] = record
             for uid in uids:
                 seq = view.seq_of(uid)
-                if seq is None:
+                if seq is None or uid not in current:
                     continue
                 uid_part = b"UID %d " % uid if cmd.uid else b""
                 await self.send(
                     b"* %d FETCH (%sFLAGS %s)\r\n"
-                    % (seq, uid_part, responses.flag_list(view.flags[uid]))
+                    % (seq, uid_part, responses.flag_list(current[uid].flags))
                 )
         return "Store completed"
 
@@ -563,7 +568,7 @@ class Handlers:
             code = f"COPYUID {dest.uidvalidity} {src} {new}"
         if dest.id == mailbox.id:
             for _, new_uid in pairs:
-                view.message_added(new_uid, view.flags.get(new_uid, frozenset()))
+                view.message_added(new_uid)
         if cmd.move:
             # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
             if code:

@@ -367,22 +367,20 @@ class Connection:
             await self.flush_out()
 
     async def resync(self) -> None:
-        """After changes may have been dropped: compare the view with the store."""
+        """After changes may have been dropped: compare the view's UIDs with the
+        store (new and expunged messages; flag changes need the channel)."""
         view = self.handlers.view
         if view is None:
             return
         try:
-            present = dict(await self.ctx.store.list_uid_flags(view.mailbox_id))
+            present = {uid for uid, _ in await self.ctx.store.list_uid_flags(view.mailbox_id)}
         except StoreError:
             return
-        for uid in list(view.uids):
+        for uid in view.uids.to_list():
             if uid not in present:
                 view.message_expunged(uid)
-        for uid, flags in present.items():
-            if uid in view.flags:
-                view.flags_changed(uid, flags)
-            else:
-                view.message_added(uid, flags)
+        for uid in present:
+            view.message_added(uid)
 
     async def idle(self, tag: str) -> None:
         """RFC 2177: push changes until the client sends DONE."""
@@ -412,6 +410,11 @@ async def serve(
         await Connection(ctx, slots, stream, peer).run()
 
     async with trio.open_nursery() as nursery:
+        if not ctx.store.running:
+            # IDLE and the cross-session updates need the change watcher
+            # (and APPEND the group-commit writer): Store.run's contract is
+            # that a service handed an open store starts it when not running.
+            await nursery.start(ctx.store.run)
         bound: list[net.Bound] = []
         for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
             if endpoints:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mailstack import mime
 from mailstack.imap import bodystructure, mutf7, responses
 from mailstack.imap import commands as c
-from mailstack.imap.mailbox_view import MailboxView
+from mailstack.imap.mailbox_view import MailboxView, UidMap
 from mailstack.imap.mutf7 import Mutf7Error
 from mailstack.imap.protocol import (
     ALLOWED_STATES,
@@ -63,28 +63,56 @@ def test_mutf7_round_trip(name: str) -> None:
 
 
 def test_view_defers_expunge_until_allowed() -> None:
-    view = MailboxView(1, [(10, frozenset()), (11, frozenset()), (12, frozenset())])
+    view = MailboxView(1, [10, 11, 12])
     view.message_expunged(11)
-    view.message_added(13, frozenset({"\\Seen"}))
+    view.message_added(13)
     view.flags_changed(12, frozenset({"\\Flagged"}))
     out = view.flush(expunges_allowed=False)
     assert out == [b"* 3 FETCH (UID 12 FLAGS (\\Flagged))\r\n", b"* 4 EXISTS\r\n"]
-    assert view.uids == [10, 11, 12, 13]  # 11 still has number 2
+    assert view.uids.to_list() == [10, 11, 12, 13]  # 11 still has number 2
     out = view.flush(expunges_allowed=True)
     assert out == [b"* 2 EXPUNGE\r\n"]
-    assert view.uids == [10, 12, 13] and view.seq_of(13) == 3
+    assert view.uids.to_list() == [10, 12, 13] and view.seq_of(13) == 3
 
 
 def test_view_expunge_order_and_own_changes() -> None:
-    view = MailboxView(1, [(u, frozenset()) for u in (1, 2, 3, 4)])
+    view = MailboxView(1, [1, 2, 3, 4])
     assert view.remove_now([2, 4]) == [4, 2]  # highest first: numbers stay valid
     view.message_expunged(2)  # our own expunge echoed by the store: ignored
-    view.set_flags(1, frozenset({"\\Seen"}))
+    view.own_flags(1, frozenset({"\\Seen"}))
     view.flags_changed(1, frozenset({"\\Seen"}))  # echo of our STORE: nothing to send
     assert view.flush(expunges_allowed=True) == []
-    view.message_added(5, frozenset())
+    view.flags_changed(1, frozenset())  # someone else's change is reported
+    assert view.flush(expunges_allowed=True) == [b"* 1 FETCH (UID 1 FLAGS ())\r\n"]
+    view.message_added(5)
     view.message_expunged(5)  # came and went before being announced
     assert view.flush(expunges_allowed=True) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=60), unique=True).map(sorted),
+    st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=80)), max_size=30),
+)
+def test_uid_map_matches_a_sorted_list(initial: list[int], ops: list[tuple[bool, int]]) -> None:
+    uid_map = UidMap(initial)
+    model = list(initial)
+    for add, uid in ops:
+        if add:
+            uid_map.add(uid)
+            if uid not in model:
+                model.append(uid)
+                model.sort()
+        else:
+            uid_map.remove(uid)
+            if uid in model:
+                model.remove(uid)
+        assert uid_map.to_list() == model
+        assert len(uid_map) == len(model)
+        assert uid_map.max == (model[-1] if model else 0)
+        for seq, u in enumerate(model, start=1):
+            assert uid_map.seq_of(u) == seq and uid_map.uid_of(seq) == u
+        assert uid_map.seq_of(1000) is None
 
 
 # -- SEARCH ------------------------------------------------------------------------

@@ -1,0 +1,494 @@
+"""IMAP benchmark: mailstack against Dovecot, same run, same mail.
+
+One account holds ``--messages`` messages (default 10,000).  For each
+concurrency level (default 10 and 50) every client is a separate process
+talking plain TCP on loopback (TLS cost is the same for both servers and
+would only blur the comparison) and measures, in order:
+
+* ``login_select``: connect + LOGIN + SELECT INBOX + LOGOUT, ``--logins`` times;
+* ``fetch_all``: one ``FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)``;
+* ``uid_fetch_bodies``: ``UID FETCH <uid> BODY.PEEK[]`` for ``--bodies`` messages;
+* ``search``: ``--searches`` times ``SEARCH SUBJECT "<word>"`` (header search)
+  and ``SEARCH BODY "<word>"`` (full text).
+
+Rates are operations per second over the wall-clock span from the first
+client's start to the last client's end.  Then ``--idle`` connections (default
+1,000) log in, SELECT and IDLE from one client process, and the server's
+resident memory growth divided by the number of connections is reported
+(mailstack: this process's RSS, as the server runs in it; Dovecot: the sum of
+all its processes' RSS).
+
+    python bench/imap_bench.py
+    python bench/imap_bench.py --messages 2000 --concurrency 10 --idle 200 --no-dovecot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mailstack.auth.authenticator import Authenticator
+from mailstack.auth.passwords import PasswordHasher
+from mailstack.config import AuthConfig, Config, Endpoint, ImapConfig
+from mailstack.imap import server
+from mailstack.net import Bound
+from mailstack.service import ServiceContext
+from mailstack.store import migrate
+from mailstack.store.store import Store
+from mailstack.tls import TlsProvider
+
+USER = "user@bench.test"
+PASSWORD = "bench-password"
+WORDS = ("apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel")
+
+
+def make_message(index: int) -> bytes:
+    """A realistic small message (~1.5 KB): a few addresses, a MIME text body."""
+    word = WORDS[index % len(WORDS)]
+    body = (f"Hello,\r\n\r\nthis is message {index} about {word}s.\r\n" * 20).encode()
+    return (
+        f'From: "Sender {index % 97}" <sender{index % 97}@example.org>\r\n'
+        f"To: {USER}, Other Person <other@example.org>\r\n"
+        f"Cc: list@example.org\r\n"
+        f"Subject: bench message {index} {word}\r\n"
+        f"Date: Mon, 2 Mar 2026 09:{index % 60:02d}:00 +0000\r\n"
+        f"Message-ID: <{index}.bench@example.org>\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode() + body
+
+
+# -- the client -----------------------------------------------------------------
+
+
+class Conn:
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=600)
+        self.buffer = bytearray()
+        self.tag = 0
+        self.line()  # greeting
+
+    def _fill(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        self.buffer += data
+
+    def line(self) -> bytes:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self.buffer[: end + 2])
+                del self.buffer[: end + 2]
+                return line
+            self._fill()
+
+    def exact(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            self._fill()
+        data = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return data
+
+    def command(self, text: str) -> int:
+        """Send, read to the tagged reply; the number of untagged responses."""
+        self.tag += 1
+        tag = f"b{self.tag}".encode()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        count = 0
+        while True:
+            line = self.line()
+            while line.endswith(b"}\r\n"):
+                size = int(line[line.rindex(b"{") + 1 : -3])
+                self.exact(size)
+                line = self.line()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return count
+            count += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run_client(host: str, port: int, logins: int, bodies: int, searches: int) -> dict[str, float]:
+    timings: dict[str, float] = {"start": time.time()}
+    t = time.perf_counter()
+    for _ in range(logins):
+        conn = Conn(host, port)
+        conn.command(f'LOGIN {USER} "{PASSWORD}"')
+        conn.command("SELECT INBOX")
+        conn.command("LOGOUT")
+        conn.close()
+    timings["login_select"] = time.perf_counter() - t
+    conn = Conn(host, port)
+    conn.command(f'LOGIN {USER} "{PASSWORD}"')
+    conn.command("SELECT INBOX")
+    t = time.perf_counter()
+    fetched = conn.command("FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)")
+    timings["fetch_all"] = time.perf_counter() - t
+    timings["fetched"] = fetched
+    t = time.perf_counter()
+    for uid in range(1, bodies + 1):
+        conn.command(f"UID FETCH {uid * 37 % fetched + 1} BODY.PEEK[]")
+    timings["uid_fetch_bodies"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for n in range(searches):
+        conn.command(f'SEARCH SUBJECT "{WORDS[n % len(WORDS)]}"')
+    timings["search_header"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for n in range(searches):
+        conn.command(f'SEARCH BODY "{WORDS[n % len(WORDS)]}s"')
+    timings["search_body"] = time.perf_counter() - t
+    conn.command("LOGOUT")
+    conn.close()
+    timings["end"] = time.time()
+    return timings
+
+
+def run_idlers(host: str, port: int, count: int) -> None:
+    """Open ``count`` IDLE sessions, print "ready", hold them until stdin closes."""
+    conns = []
+    for _ in range(count):
+        conn = Conn(host, port)
+        conn.command(f'LOGIN {USER} "{PASSWORD}"')
+        conn.command("SELECT INBOX")
+        conn.sock.sendall(b"i IDLE\r\n")
+        if not conn.line().startswith(b"+"):
+            raise RuntimeError("IDLE refused")
+        conns.append(conn)
+    print("ready", flush=True)
+    sys.stdin.read()
+    for conn in conns:
+        conn.close()
+
+
+# -- orchestration ---------------------------------------------------------------
+
+
+async def run_clients(host: str, port: int, n: int, args: argparse.Namespace) -> dict[str, float]:
+    results: list[dict[str, float]] = []
+
+    async def client() -> None:
+        spec = f"{host}:{port}:{args.logins}:{args.bodies}:{args.searches}"
+        done = await trio.run_process(
+            [sys.executable, __file__, "--client", spec], capture_stdout=True
+        )
+        results.append(json.loads(done.stdout))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(client)
+    # Per-phase rate: operations by all clients / the slowest client's phase time.
+    out: dict[str, float] = {"clients": n, "messages_per_fetch": results[0]["fetched"]}
+    phases = {
+        "login_select": args.logins,
+        "fetch_all": 1,
+        "uid_fetch_bodies": args.bodies,
+        "search_header": args.searches,
+        "search_body": args.searches,
+    }
+    for phase, ops in phases.items():
+        slowest = max(r[phase] for r in results)
+        out[f"{phase}_per_s"] = round(n * ops / slowest, 1)
+    out["fetch_all_seconds_max"] = round(max(r["fetch_all"] for r in results), 3)
+    out["fetch_all_seconds_min"] = round(min(r["fetch_all"] for r in results), 3)
+    return out
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def measure_idle(
+    host: str, port: int, count: int, pids: list[int] | None
+) -> dict[str, float]:
+    def server_rss() -> int:
+        return rss_kib(pids if pids is not None else dovecot_pids())
+
+    before = server_rss()
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, __file__, "--idlers", f"{host}:{port}:{count}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    with trio.fail_after(600):
+        data = b""
+        while b"ready" not in data:
+            chunk = await proc.stdout.receive_some(100)
+            if not chunk:
+                raise RuntimeError("idle client died")
+            data += chunk
+    await trio.sleep(1)
+    after = server_rss()
+    await proc.stdin.aclose()
+    await proc.wait()
+    return {
+        "connections": count,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": round((after - before) / count, 1),
+    }
+
+
+async def prepare_mailstack(directory: Path, messages: int) -> tuple[Config, Store]:
+    config = Config(
+        hostname="bench.test",
+        data_dir=str(directory / "data"),
+        auth=AuthConfig(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1),
+        imap=ImapConfig(
+            listen=(Endpoint("127.0.0.1", 0),),
+            allow_plaintext_login=True,
+            max_connections=100_000,
+            max_connections_per_ip=0,
+            max_connections_per_account=100_000,
+        ),
+    )
+    config.data_path.mkdir(parents=True)
+    await trio.to_thread.run_sync(migrate.upgrade, config.database_url)
+    store = await Store.open(config)
+    await store.add_domain("bench.test")
+    account = await store.add_account(USER, PasswordHasher(config.auth).hash(PASSWORD))
+    send, receive = trio.open_memory_channel[bytes](0)
+
+    async def deliverer() -> None:
+        async for raw in receive:
+            await store.deliver([account.id], raw)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(32):  # concurrent deliveries share group commits
+            nursery.start_soon(deliverer)
+        async with send:
+            for index in range(messages):
+                await send.send(make_message(index))
+    return config, store
+
+
+async def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, object]:
+    t = time.perf_counter()
+    config, store = await prepare_mailstack(directory, args.messages)
+    print(
+        f"mailstack: {args.messages} messages stored in {time.perf_counter() - t:.1f} s", flush=True
+    )
+    figures: dict[str, object] = {}
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            ctx = ServiceContext(config, store, Authenticator(config, store), TlsProvider(config))
+            bound: list[Bound] = await nursery.start(server.serve, ctx)
+            host, port = bound[0].host, bound[0].port
+            await run_clients(host, port, 1, args)  # warm-up
+            for n in args.concurrency:
+                figures[f"clients_{n}"] = await run_clients(host, port, n, args)
+                print(f"mailstack {n} clients: {figures[f'clients_{n}']}", flush=True)
+            if args.idle:
+                figures["idle"] = await measure_idle(host, port, args.idle, [os.getpid()])
+                print(f"mailstack idle: {figures['idle']}", flush=True)
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+    return figures
+
+
+# -- Dovecot ----------------------------------------------------------------------
+
+
+@dataclass
+class Dovecot:
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def config_text(self, owner: pwd.struct_passwd, connections: int) -> str:
+        d = self.directory
+        return f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = {owner.pw_uid}
+mail_location = maildir:{d}/mail/%n
+default_process_limit = {connections + 100}
+default_client_limit = {connections * 2 + 100}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={owner.pw_uid} gid={owner.pw_gid} home={d}/home/%n
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = {connections + 100}
+}}
+"""
+
+    def prepare(self, messages: int, connections: int) -> None:
+        owner = pwd.getpwnam("nobody")
+        d = self.directory
+        for sub in ("run", "state"):
+            (d / sub).mkdir(parents=True)
+        (d / "dovecot.conf").write_text(self.config_text(owner, connections))
+        (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        maildir = d / "mail" / USER
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True)
+        for index in range(messages):
+            raw = make_message(index)
+            lf = raw.replace(b"\r\n", b"\n")
+            name = f"{1700000000 + index}.M{index}P1.bench,S={len(lf)},W={len(raw)}:2,"
+            (maildir / "cur" / name).write_bytes(lf)
+        (d / "home" / USER).mkdir(parents=True)
+        for path in [d / "mail", d / "home", *(d / "mail").rglob("*"), *(d / "home").rglob("*")]:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def start(self) -> None:
+        config = str(self.directory / "dovecot.conf")
+        self.process = subprocess.Popen(["/usr/sbin/dovecot", "-F", "-c", config])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    if sock.recv(100).startswith(b"* OK"):
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"dovecot did not start; see {self.directory}/dovecot.log")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+DOVECOT_MASTER: list[int] = []
+
+
+def dovecot_pids() -> list[int]:
+    """The private Dovecot's master and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    pids, todo = [], list(DOVECOT_MASTER)
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo += children.get(pid, [])
+    return pids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def bench_dovecot(directory: Path, args: argparse.Namespace) -> dict[str, object]:
+    dovecot = Dovecot(directory, free_port())
+    dovecot.prepare(args.messages, max(args.idle, max(args.concurrency)))
+    dovecot.start()
+    assert dovecot.process is not None
+    DOVECOT_MASTER[:] = [dovecot.process.pid]
+    figures: dict[str, object] = {}
+    try:
+        await run_clients("127.0.0.1", dovecot.port, 1, args)  # builds its index
+        for n in args.concurrency:
+            figures[f"clients_{n}"] = await run_clients("127.0.0.1", dovecot.port, n, args)
+            print(f"dovecot {n} clients: {figures[f'clients_{n}']}", flush=True)
+        if args.idle:
+            figures["idle"] = await measure_idle("127.0.0.1", dovecot.port, args.idle, None)
+            print(f"dovecot idle: {figures['idle']}", flush=True)
+    finally:
+        dovecot.stop()
+    return figures
+
+
+def dovecot_available() -> bool:
+    return os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0
+
+
+async def main(args: argparse.Namespace) -> None:
+    # 1,000 idle connections need more descriptors than the default 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
+    directory = Path(tempfile.mkdtemp(prefix="imap-bench-"))
+    results: dict[str, object] = {"messages": args.messages}
+    try:
+        results["mailstack"] = await bench_mailstack(directory / "mailstack", args)
+        if args.dovecot and dovecot_available():
+            results["dovecot"] = await bench_dovecot(directory / "dovecot", args)
+        elif args.dovecot:
+            print("dovecot: skipped (needs /usr/sbin/dovecot and root)")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--logins", type=int, default=10, help="LOGIN+SELECT rounds per client")
+    parser.add_argument("--bodies", type=int, default=100, help="UID FETCH bodies per client")
+    parser.add_argument("--searches", type=int, default=4, help="searches of each kind per client")
+    parser.add_argument("--idle", type=int, default=1000, help="IDLE connections (0: skip)")
+    parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--idlers", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.client:
+        host, port, logins, bodies, searches = arguments.client.split(":")
+        print(json.dumps(run_client(host, int(port), int(logins), int(bodies), int(searches))))
+    elif arguments.idlers:
+        host, port, count = arguments.idlers.split(":")
+        run_idlers(host, int(port), int(count))
+    else:
+        trio.run(main, arguments)
