@@ -6,13 +6,18 @@ frozen records only, never ORM objects.
 
 Write rules kept by every function here:
 
-* UIDs come from ``mailbox.uidnext`` read under a row lock (``FOR UPDATE`` on
-  PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers), so
-  they strictly increase and are never reused (RFC 9051 2.3.1.1).
+* UIDs come from ``mailbox.uidnext`` advanced under a row lock (an atomic
+  ``UPDATE ... RETURNING`` on the delivery path, ``SELECT ... FOR UPDATE``
+  elsewhere), so they strictly increase and are never reused (RFC 9051
+  2.3.1.1).  Writers are serialized anyway: SQLite by ``BEGIN IMMEDIATE``,
+  PostgreSQL by the writer's advisory lock (writer.py).
 * Every change bumps the mailbox's HIGHESTMODSEQ and writes change-log rows
   in the same transaction (RFC 7162 3.1).
-* Locks are taken account first, then mailboxes in id order, so concurrent
-  PostgreSQL writers cannot deadlock on each other's rows.
+* Locks are taken account first, then mailboxes in id order.
+* The delivery path uses Core statements built once (see _CHARGE): with group
+  commit, statement-building CPU, not fsync, limits throughput.  Functions
+  mixing ORM objects with those UPDATEs rely on the writer clearing the
+  session between items.
 """
 
 from __future__ import annotations
