@@ -517,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./mailstack-data", help="default: ./mailstack-data")
     p.add_argument("--domain", default="example.test", help="demo domain (default: example.test)")
     p.set_defaults(func=cmd_dev)
+
+    # import / export live with their code (imported here: they use CliError).
+    from mailstack.transfer.commands import add_commands as add_transfer_commands
+
+    add_transfer_commands(commands)
     return parser
 
 

@@ -54,7 +54,9 @@ def append_many(
             results.append(exc)
             continue
         content_id = _add_content(session, message.raw)
-        new = _NewMessage(content_id, len(message.raw), message.flags, message.internal_date, analysis)
+        new = _NewMessage(
+            content_id, len(message.raw), message.flags, message.internal_date, analysis
+        )
         accepted.append((len(results), new))
         results.append(None)
     if accepted:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, names
+from mailstack.store import bulk_reads, imap_reads, imports, names
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -47,6 +47,7 @@ from mailstack.store.records import (
     QuotaUsage,
     SchemaOutOfDate,
     StoredMessage,
+    StoreError,
     TemporaryFailure,
     TooBig,
 )
@@ -358,6 +359,38 @@ class Store:
     async def list_uid_flags(self, mailbox_id: int) -> list[tuple[int, frozenset[str]]]:
         """(UID, flags) of every message, ordered by UID: what SELECT keeps."""
         return await self._read(imap_reads.uid_flags, mailbox_id)
+
+    # -- bulk import (added by the import/export work; see imports.py) -------
+    async def append_many(
+        self, mailbox_id: int, messages: Sequence[imports.ImportMessage]
+    ) -> list[StoredMessage | StoreError]:
+        """Append ``messages`` in one group-commit item, with consecutive UIDs
+        in the order given.  A message that is refused (TooBig, OverQuota,
+        InvalidName for a flag) is returned as its error in its place; the
+        others are stored.  Raises NotFound for a missing mailbox."""
+        limit = self._config.imap.max_literal_bytes
+
+        def check(message: imports.ImportMessage) -> imports.ImportMessage | StoreError:
+            if len(message.raw) > limit:
+                return TooBig(f"message is larger than {limit} bytes")
+            try:
+                flags = names.normalize_flags(message.flags)
+            except StoreError as exc:
+                return exc
+            return imports.ImportMessage(message.raw, flags, message.internal_date)
+
+        def prepare() -> Callable[[Session], list[StoredMessage | StoreError]]:
+            items: list[tuple[imports.ImportMessage, mime.MessageAnalysis] | StoreError] = []
+            for message in messages:
+                checked = check(message)
+                items.append(
+                    checked
+                    if isinstance(checked, StoreError)
+                    else (checked, mime.analyze(checked.raw))
+                )
+            return lambda session: imports.append_many(session, mailbox_id, items)
+
+        return await self._write_prepared(prepare, inserts_only=True)
 
 
 @asynccontextmanager
