@@ -1,0 +1,487 @@
+"""SMTP delivery benchmark: mailstack's MX against aiosmtpd and Postfix, same run.
+
+Every server gets the same load: ``--messages`` messages per run of 1 KiB and
+100 KiB payload, at 1, 10 and 50 concurrent clients, one session per message
+(``--per-session N`` sends N messages per session instead).  A message
+counts once the server answered 250 to the end of DATA; for mailstack that
+means committed and fsynced (group commit), for aiosmtpd the handler wrote
+and fsynced it to a file, Postfix fsyncs its queue file before the 250.
+
+Servers (each a separate process, started here with a private config):
+
+- mailstack: ``mailstack serve smtp`` on a fresh data dir (SQLite).
+- aiosmtpd: a handler that appends each message to a file and fsyncs it.
+- Postfix: a private instance (own config_directory, queue_directory,
+  loopback port, ``discard`` local transport) when /usr/sbin/postfix exists
+  and we are root; ``--no-postfix`` skips it.
+
+Load generators:
+
+- throughput: Postfix's ``smtp-source`` when installed (C, far cheaper than
+  any server here), else the trio generator below;
+- latency (p50/p99 of the whole transaction, connect to 250 after DATA):
+  the trio generator in a separate process, raw sockets, pipelining nothing,
+  so the figure is what one SMTP client waits.
+
+Server CPU per message comes from /proc/PID/stat (utime+stime of the server
+process and, for Postfix, its master's reaped children plus live ones).
+
+    python bench/smtp_bench.py                  # everything, ~a few minutes
+    python bench/smtp_bench.py --sizes 1024 --concurrency 50 --messages 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+DOMAIN = "bench.test"
+RECIPIENT = f"user@{DOMAIN}"
+SENDER = f"sender@{DOMAIN}"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+
+
+# -- servers ------------------------------------------------------------------------
+
+
+def wait_port(port: int, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"no SMTP server on port {port}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int, *, children: bool = False) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[11..14] = utime, stime, cutime, cstime (stat fields 14-17)
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+class Server:
+    name = ""
+    port = 0
+
+    def cpu_seconds(self) -> float:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class SubprocessServer(Server):
+    def __init__(
+        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
+        )
+        try:
+            wait_port(port)
+        except RuntimeError:
+            self.process.kill()
+            raise RuntimeError(
+                f"{name} did not start: {self.process.stderr.read().decode()[-2000:]}"
+            )  # type: ignore[union-attr]
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_mailstack(directory: Path, *, max_batch: int) -> Server:
+    port = free_port()
+    config = directory / "mailstack.toml"
+    config.write_text(
+        f'hostname = "mx.{DOMAIN}"\n'
+        f'data_dir = "{directory / "data"}"\n'
+        f"[database]\nmax_batch = {max_batch}\n"
+        f'[smtp]\nlisten = ["127.0.0.1:{port}"]\nmax_connections_per_ip = 1000\n'
+        '[logging]\nlevel = "warning"\n'
+    )
+    env = {**os.environ, "MAILSTACK_CONFIG": str(config)}
+    cli = [PYTHON, "-m", "mailstack"]
+    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [*cli, "domain", "add", DOMAIN], env=env, check=True, capture_output=True, cwd=ROOT
+    )
+    subprocess.run(
+        [*cli, "user", "add", RECIPIENT],
+        env=env,
+        check=True,
+        capture_output=True,
+        input=b"bench-password\n",
+        cwd=ROOT,
+    )
+    return SubprocessServer("mailstack", [*cli, "serve", "smtp"], port, env)
+
+
+AIOSMTPD_SERVER = """
+import asyncio, os, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+class Handler:
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    async def handle_DATA(self, server, session, envelope):
+        os.write(self.fd, envelope.original_content)
+        os.fsync(self.fd)
+        return "250 OK"
+
+port, path = int(sys.argv[1]), sys.argv[2]
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(lambda: SMTP(Handler(path), hostname="aiosmtpd.bench.test",
+                                   data_size_limit=50 * 1024 * 1024), "127.0.0.1", port)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+def start_aiosmtpd(directory: Path) -> Server:
+    port = free_port()
+    argv = [PYTHON, "-c", AIOSMTPD_SERVER, str(port), str(directory / "aiosmtpd.mbox")]
+    return SubprocessServer("aiosmtpd", argv, port)
+
+
+class PostfixServer(Server):
+    """A private Postfix instance; nothing of the system's configuration is used."""
+
+    def __init__(self, directory: Path) -> None:
+        self.name = "postfix"
+        self.port = free_port()
+        self.config = directory / "postfix-etc"
+        queue = directory / "postfix-queue"
+        data = directory / "postfix-data"
+        for path in (self.config, queue, data):
+            path.mkdir()
+        shutil.chown(data, "postfix", "postfix")
+        (self.config / "main.cf").write_text(
+            "compatibility_level = 3.6\n"
+            f"queue_directory = {queue}\n"
+            f"data_directory = {data}\n"
+            "command_directory = /usr/sbin\n"
+            "daemon_directory = /usr/lib/postfix/sbin\n"
+            "mail_owner = postfix\nsetgid_group = postdrop\n"
+            "inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n"
+            f"myhostname = postfix.{DOMAIN}\nmydomain = {DOMAIN}\nmydestination = {DOMAIN}\n"
+            "mynetworks = 127.0.0.0/8\n"
+            "local_transport = discard:\nalias_maps =\nalias_database =\n"
+            "local_recipient_maps =\nsmtpd_banner = $myhostname ESMTP\n"
+            "smtpd_client_connection_count_limit = 0\nsmtpd_client_connection_rate_limit = 0\n"
+            "default_process_limit = 200\nmaillog_file = /dev/null\n"
+            "biff = no\nsmtputf8_enable = no\n"
+        )
+        master = (Path("/etc/postfix/master.cf")).read_text()
+        lines = []
+        for line in master.splitlines():
+            if line.startswith("smtp      inet"):
+                line = line.replace("smtp      inet", f"127.0.0.1:{self.port} inet", 1)
+            lines.append(line)
+        lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        (self.config / "master.cf").write_text("\n".join(lines) + "\n")
+        env = {**os.environ, "MAIL_CONFIG": str(self.config)}
+        subprocess.run(
+            ["/usr/sbin/postfix", "-c", str(self.config), "start"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        pid_file = queue / "pid" / "master.pid"
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.master_pid = int(pid_file.read_text().strip())
+        wait_port(self.port)
+
+    def cpu_seconds(self) -> float:
+        total = proc_cpu_seconds(self.master_pid, children=True)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+                ppid = int(status.split("PPid:", 1)[1].split()[0])
+                if ppid == self.master_pid:
+                    total += proc_cpu_seconds(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def stop(self) -> None:
+        subprocess.run(["/usr/sbin/postfix", "-c", str(self.config), "stop"], capture_output=True)
+
+
+# -- load generators ------------------------------------------------------------------
+
+
+def make_payload(size: int) -> bytes:
+    header = f"From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: bench\r\n\r\n".encode()
+    line = b"benchmark text benchmark text benchmark text benchmark text benchmark..\r\n"
+    body = bytearray()
+    while len(body) + len(line) <= size:
+        body += line
+    body += b"x" * max(0, size - len(body) - 2) + b"\r\n"
+    return header + bytes(body)
+
+
+async def _transaction_session(
+    port: int, payload: bytes, count: int, latencies: list[float]
+) -> None:
+    """``count`` messages over one connection; each latency is one transaction
+    (for one message per session: connect to the 250 after DATA)."""
+    started = time.perf_counter()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    buffer = bytearray()
+
+    async def reply() -> bytes:
+        while True:
+            end = buffer.find(b"\r\n")
+            while end >= 0:
+                line = bytes(buffer[: end + 2])
+                del buffer[: end + 2]
+                if line[3:4] == b" ":
+                    if not line[:1] in (b"2", b"3"):
+                        raise RuntimeError(f"server said {line!r}")
+                    return line
+                end = buffer.find(b"\r\n")
+            data = await stream.receive_some(65536)
+            if not data:
+                raise RuntimeError("server closed the connection")
+            buffer.extend(data)
+
+    async with stream:
+        await reply()
+        await stream.send_all(b"EHLO client.bench.test\r\n")
+        await reply()
+        for _ in range(count):
+            await stream.send_all(f"MAIL FROM:<{SENDER}>\r\n".encode())
+            await reply()
+            await stream.send_all(f"RCPT TO:<{RECIPIENT}>\r\n".encode())
+            await reply()
+            await stream.send_all(b"DATA\r\n")
+            await reply()
+            await stream.send_all(payload + b".\r\n")
+            await reply()
+            now = time.perf_counter()
+            latencies.append(now - started)
+            started = now
+        await stream.send_all(b"QUIT\r\n")
+        await reply()
+
+
+async def trio_load(
+    port: int, size: int, concurrency: int, messages: int, per_session: int
+) -> list[float]:
+    payload = make_payload(size)
+    latencies: list[float] = []
+    sessions = messages // per_session
+    limiter = trio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with limiter:
+            await _transaction_session(port, payload, per_session, latencies)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(sessions):
+            nursery.start_soon(one)
+    return latencies
+
+
+def run_trio_generator(
+    port: int, size: int, concurrency: int, messages: int, per_session: int
+) -> tuple[float, list[float]]:
+    """The trio generator in a separate process (its CPU is not the server's)."""
+    argv = [
+        PYTHON,
+        __file__,
+        "--generate",
+        str(port),
+        str(size),
+        str(concurrency),
+        str(messages),
+        str(per_session),
+    ]
+    started = time.perf_counter()
+    out = subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
+    elapsed = time.perf_counter() - started
+    data = json.loads(out.stdout)
+    return data["elapsed"] or elapsed, data["latencies"]
+
+
+def run_smtp_source(
+    port: int, size: int, concurrency: int, messages: int, per_session: int
+) -> float:
+    argv = [SMTP_SOURCE, "-s", str(concurrency), "-m", str(messages), "-l", str(size)]
+    if per_session > 1:
+        argv.append("-d")
+    argv += ["-f", SENDER, "-t", RECIPIENT, "-M", "client.bench.test", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"smtp-source failed: {result.stderr.decode()[-500:]}")
+    return elapsed
+
+
+@dataclass
+class Result:
+    server: str
+    size: int
+    concurrency: int
+    messages: int
+    per_session: int
+    generator: str
+    per_second: float
+    p50_ms: float | None
+    p99_ms: float | None
+    cpu_ms_per_message: float
+
+
+def measure(server: Server, size: int, concurrency: int, args: argparse.Namespace) -> Result:
+    messages = args.messages if size <= 4096 else max(concurrency * 4, args.messages // 4)
+    messages -= messages % args.per_session
+    use_source = Path(SMTP_SOURCE).exists() and not args.trio_only
+    cpu_before = server.cpu_seconds()
+    if use_source:
+        elapsed = run_smtp_source(server.port, size, concurrency, messages, args.per_session)
+    else:
+        elapsed, _ = run_trio_generator(server.port, size, concurrency, messages, args.per_session)
+    cpu = server.cpu_seconds() - cpu_before
+    # Latency: a shorter run with the timing generator at the same concurrency.
+    lat_messages = max(concurrency * 4, messages // 4)
+    lat_messages -= lat_messages % args.per_session
+    _, latencies = run_trio_generator(
+        server.port, size, concurrency, lat_messages, args.per_session
+    )
+    latencies.sort()
+    return Result(
+        server=server.name,
+        size=size,
+        concurrency=concurrency,
+        messages=messages,
+        per_session=args.per_session,
+        generator="smtp-source" if use_source else "trio",
+        per_second=messages / elapsed,
+        p50_ms=statistics.median(latencies) * 1000 if latencies else None,
+        p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else None,
+        cpu_ms_per_message=cpu / messages * 1000,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 102400])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--messages", type=int, default=2000, help="per 1 KiB run (100 KiB: a quarter)"
+    )
+    parser.add_argument("--per-session", type=int, default=1)
+    parser.add_argument("--servers", nargs="+", default=["mailstack", "aiosmtpd", "postfix"])
+    parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
+    parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--generate", nargs=5, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        port, size, concurrency, messages, per_session = args.generate
+        started = time.perf_counter()
+        latencies = trio.run(trio_load, port, size, concurrency, messages, per_session)
+        print(json.dumps({"elapsed": time.perf_counter() - started, "latencies": latencies}))
+        return
+
+    starters: dict[str, Callable[[Path], Server]] = {
+        "mailstack": lambda d: start_mailstack(d, max_batch=args.max_batch),
+        "aiosmtpd": start_aiosmtpd,
+        "postfix": PostfixServer,
+    }
+    results: list[Result] = []
+    for name in args.servers:
+        if name == "postfix" and (not Path("/usr/sbin/postfix").exists() or os.geteuid() != 0):
+            print("postfix: skipped (not installed or not root)", file=sys.stderr)
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"smtp-bench-{name}-") as tmp:
+            directory = Path(tmp)
+            if name == "postfix":
+                os.chmod(directory, 0o755)
+            server = starters[name](directory)
+            try:
+                for size in args.sizes:
+                    for concurrency in args.concurrency:
+                        result = measure(server, size, concurrency, args)
+                        results.append(result)
+                        print(
+                            f"{name:10s} {size:>7d} B  c={concurrency:<3d} {result.per_second:8.0f} msg/s"
+                            f"  p50 {result.p50_ms or 0:7.1f} ms  p99 {result.p99_ms or 0:7.1f} ms"
+                            f"  cpu {result.cpu_ms_per_message:6.2f} ms/msg  ({result.generator})",
+                            flush=True,
+                        )
+            finally:
+                server.stop()
+    print_ratios(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def print_ratios(results: list[Result]) -> None:
+    ours = {(r.size, r.concurrency): r for r in results if r.server == "mailstack"}
+    print("\nmailstack relative to the peers (throughput x, p50/p99 latency x, CPU/message x):")
+    for r in results:
+        if r.server == "mailstack" or (r.size, r.concurrency) not in ours:
+            continue
+        m = ours[(r.size, r.concurrency)]
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return f"{a / b:5.2f}" if a and b else "  n/a"
+
+        print(
+            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d} throughput {ratio(m.per_second, r.per_second)}"
+            f"  p50 {ratio(m.p50_ms, r.p50_ms)}  p99 {ratio(m.p99_ms, r.p99_ms)}"
+            f"  cpu/msg {ratio(m.cpu_ms_per_message, r.cpu_ms_per_message)}"
+        )
+
+
+if __name__ == "__main__":
+    main()
