@@ -9,7 +9,9 @@ stderr and make the exit status 1.
 from __future__ import annotations
 
 import argparse
+import getpass
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ import trio
 from mailstack.cli import CliError, _check_database_exists
 from mailstack.config import Config
 from mailstack.store.store import Store, open_store
-from mailstack.transfer import export, maildir, mbox
+from mailstack.transfer import export, imap_import, maildir, mbox
 from mailstack.transfer.importer import import_folders
 from mailstack.transfer.progress import Progress, Summary
 from mailstack.transfer.source import SourceFolder, SourceUnreadable
@@ -80,6 +82,44 @@ def _import_job(list_folders: Callable[[], list[SourceFolder]]) -> Job:
 def cmd_import_maildir(config: Config, args: argparse.Namespace) -> None:
     path = Path(args.path)
     _run(config, args.address, _import_job(lambda: maildir.folders(path)))
+
+
+def _read_source_password(url: imap_import.ImapUrl) -> str:
+    """One line from stdin, or a prompt on a terminal."""
+    if sys.stdin is None:
+        raise CliError("no password given: stdin is closed")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password of {url.user} at {url.host}: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise CliError("empty password")
+    return password
+
+
+def cmd_import_imap(config: Config, args: argparse.Namespace) -> None:
+    try:
+        url = imap_import.parse_url(args.source_url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    password = _read_source_password(url)
+    try:
+        context = ssl.create_default_context(cafile=args.ca_file)
+    except OSError as exc:
+        raise CliError(f"cannot read --ca-file: {exc}") from None
+
+    async def job(store: Store, account_id: int, stop: trio.Event) -> Summary:
+        progress = Progress("imported")
+        try:
+            return await imap_import.import_from_imap(
+                store, account_id, url, password, context, progress, stop
+            )
+        except imap_import.ImapSourceError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            progress.close()
+
+    _run(config, args.address, job)
 
 
 def cmd_import_mbox(config: Config, args: argparse.Namespace) -> None:
@@ -143,6 +183,25 @@ def add_commands(commands: argparse._SubParsersAction[P]) -> None:
         help="how body lines starting 'From ' were quoted (default: mboxrd)",
     )
     p.set_defaults(func=cmd_import_mbox)
+
+    p = kinds.add_parser(
+        "imap",
+        help="copy every folder from another IMAP server",
+        description=(
+            "Copy every folder with flags and internal dates from an IMAP server over TLS; "
+            "the password is read from stdin (prompted on a terminal). " + resumable
+        ),
+    )
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument(
+        "--from",
+        dest="source_url",
+        required=True,
+        metavar="URL",
+        help="imaps://user@host[:port] (TLS) or imap://user@host[:port] (STARTTLS)",
+    )
+    p.add_argument("--ca-file", metavar="FILE", help="trust this CA (default: the system's)")
+    p.set_defaults(func=cmd_import_imap)
 
     exports = commands.add_parser("export", help="export an account's mail")
     formats = exports.add_subparsers(dest="format", required=True, metavar="FORMAT")
