@@ -36,7 +36,9 @@ async def fill_source(stack: Stack) -> None:
                 mailbox.id, trees.message(n, lf=False), flags=flags, internal_date=when
             )
     # No Message-ID: matched by content on the second run.
-    await stack.store.append(mailbox.id, b"Subject: no id\r\n\r\nbody\r\n")
+    inbox = await stack.store.get_mailbox(account.id, "INBOX")
+    assert inbox is not None
+    await stack.store.append(inbox.id, b"Subject: no id\r\n\r\nbody\r\n")
 
 
 async def copy(source: Stack, target: Store, password: str = "alice-password") -> Summary:
