@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -369,6 +369,43 @@ _CLAIM = (
     )
 )
 _CLAIM_BY_ID = _CLAIM.where(_MAILBOXES.c.id == bindparam("mailbox"))
+# Batch mode (defer_inserts): read once, advance in memory, write back once.
+_LOAD_USAGE = (
+    select(
+        _ACCOUNTS.c.address,
+        _ACCOUNTS.c.quota_bytes,
+        _ACCOUNTS.c.quota_messages,
+        _ACCOUNTS.c.used_bytes,
+        _ACCOUNTS.c.used_messages,
+    )
+    .where(_ACCOUNTS.c.id == bindparam("account"))
+    .with_for_update()
+)
+_ADD_USAGE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account"))
+    .values(
+        used_bytes=_ACCOUNTS.c.used_bytes + bindparam("add_bytes"),
+        used_messages=_ACCOUNTS.c.used_messages + bindparam("add_messages"),
+    )
+)
+_MAILBOX_COUNTERS = select(
+    _MAILBOXES.c.id,
+    _MAILBOXES.c.account_id,
+    _MAILBOXES.c.name,
+    _MAILBOXES.c.uidvalidity,
+    _MAILBOXES.c.uidnext,
+    _MAILBOXES.c.highestmodseq,
+).with_for_update()
+_LOAD_MAILBOX = _MAILBOX_COUNTERS.where(_MAILBOXES.c.id == bindparam("mailbox"))
+_LOAD_INBOX = _MAILBOX_COUNTERS.where(
+    _MAILBOXES.c.account_id == bindparam("account"), _MAILBOXES.c.name == names.INBOX
+)
+_SET_COUNTERS = (
+    update(_MAILBOXES)
+    .where(_MAILBOXES.c.id == bindparam("mailbox"))
+    .values(uidnext=bindparam("new_uidnext"), highestmodseq=bindparam("new_modseq"))
+)
 _CLAIM_INBOX = _CLAIM.where(
     _MAILBOXES.c.account_id == bindparam("account"), _MAILBOXES.c.name == names.INBOX
 )
@@ -383,6 +420,10 @@ _DEFERRED = "mailstack.deferred_rows"
 
 def _charge(session: Session, account_id: int, add_bytes: int, add_messages: int) -> None:
     """Charge the account's quota, else NotFound / OverQuota."""
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None:
+        _charge_deferred(session, deferred, account_id, add_bytes, add_messages)
+        return
     params = {"account": account_id, "add_bytes": add_bytes, "add_messages": add_messages}
     if session.connection().execute(_CHARGE, params).rowcount == 1:
         return
@@ -392,7 +433,35 @@ def _charge(session: Session, account_id: int, add_bytes: int, add_messages: int
     raise OverQuota(f"{address} is over its quota")
 
 
+def _charge_deferred(
+    session: Session, deferred: _Deferred, account_id: int, add_bytes: int, add_messages: int
+) -> None:
+    usage = deferred.usage.get(account_id)
+    if usage is None:
+        row = session.connection().execute(_LOAD_USAGE, {"account": account_id}).one_or_none()
+        if row is None:
+            raise NotFound(f"no account with id {account_id}")
+        usage = _Usage(
+            row.address, row.quota_bytes, row.quota_messages, row.used_bytes, row.used_messages
+        )
+        deferred.usage[account_id] = usage
+    if (usage.quota_bytes is not None and usage.used_bytes + add_bytes > usage.quota_bytes) or (
+        usage.quota_messages is not None
+        and usage.used_messages + add_messages > usage.quota_messages
+    ):
+        raise OverQuota(f"{usage.address} is over its quota")
+    usage.used_bytes += add_bytes
+    usage.used_messages += add_messages
+    usage.add_bytes += add_bytes
+    usage.add_messages += add_messages
+
+
 def _claim_uids(session: Session, statement: Update, params: dict[str, Any]) -> _Slot:
+    """Take ``params["count"]`` UIDs and one new MODSEQ from the mailbox
+    chosen by ``statement`` (_CLAIM_BY_ID or _CLAIM_INBOX)."""
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None:
+        return _claim_deferred(session, deferred, statement, params)
     row = session.connection().execute(statement, params).one_or_none()
     if row is None:
         raise NotFound("no such mailbox")
@@ -403,6 +472,43 @@ def _claim_uids(session: Session, statement: Update, params: dict[str, Any]) -> 
         uidvalidity=row.uidvalidity,
         highestmodseq=row.highestmodseq,
         first_uid=row.uidnext - params["count"],
+    )
+
+
+def _claim_deferred(
+    session: Session, deferred: _Deferred, statement: Update, params: dict[str, Any]
+) -> _Slot:
+    if statement is _CLAIM_INBOX:
+        mailbox_id = deferred.inboxes.get(params["account"])
+        load = _LOAD_INBOX
+    else:
+        mailbox_id = params["mailbox"]
+        load = _LOAD_MAILBOX
+    counters = None if mailbox_id is None else deferred.mailboxes.get(mailbox_id)
+    if counters is None:
+        row = session.connection().execute(load, params).one_or_none()
+        if row is None:
+            raise NotFound("no such mailbox")
+        # setdefault: the mailbox may already be cached under its other key.
+        counters = deferred.mailboxes.setdefault(
+            row.id,
+            _Counters(
+                row.id, row.account_id, row.name, row.uidvalidity, row.uidnext, row.highestmodseq
+            ),
+        )
+        if counters.name == names.INBOX:
+            deferred.inboxes[counters.account_id] = counters.id
+    first_uid = counters.uidnext
+    counters.uidnext += params["count"]
+    counters.highestmodseq += 1
+    counters.changed = True
+    return _Slot(
+        id=counters.id,
+        account_id=counters.account_id,
+        name=counters.name,
+        uidvalidity=counters.uidvalidity,
+        highestmodseq=counters.highestmodseq,
+        first_uid=first_uid,
     )
 
 
@@ -452,7 +558,7 @@ def _insert_messages(
                 modseq=slot.highestmodseq,
             )
         )
-    deferred = session.info.get(_DEFERRED)
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
     if deferred is not None:
         deferred.messages.extend(message_rows)
         deferred.changes.extend(log_rows)
@@ -464,28 +570,73 @@ def _insert_messages(
 
 
 @dataclass(slots=True)
+class _Usage:
+    address: str
+    quota_bytes: int | None
+    quota_messages: int | None
+    used_bytes: int  # including what this batch added
+    used_messages: int
+    add_bytes: int = 0
+    add_messages: int = 0
+
+
+@dataclass(slots=True)
+class _Counters:
+    id: int
+    account_id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    changed: bool = False
+
+
+@dataclass(slots=True)
 class _Deferred:
-    contents: list[dict[str, bytes]]
-    messages: list[dict[str, Any]]
-    changes: list[dict[str, Any]]
+    contents: list[dict[str, bytes]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[int, _Usage] = field(default_factory=dict)
+    mailboxes: dict[int, _Counters] = field(default_factory=dict)
+    inboxes: dict[int, int] = field(default_factory=dict)  # account id -> INBOX id
 
 
 def defer_inserts(session: Session) -> None:
-    """Collect new contents, messages and change-log rows instead of
-    inserting each delivery's rows separately; :func:`flush_deferred` inserts
-    them with one multi-row statement per table.  Until then a content id is
-    a placeholder (minus one minus its index), resolved at the flush.  The
-    group-commit writer uses this for a batch of deliveries and flushes
-    before any other kind of write and before COMMIT, so nothing in the
-    transaction reads around the pending rows."""
-    session.info[_DEFERRED] = _Deferred([], [], [])
+    """Batch mode for a run of deliveries in one transaction.
+
+    Quota usage and mailbox counters (UIDNEXT, HIGHESTMODSEQ) are read once
+    per batch and advanced in memory; new contents, messages and change-log
+    rows are collected.  :func:`flush_deferred` writes it all with one
+    statement per table.  This is sound because writers are serialized
+    (BEGIN IMMEDIATE / the PostgreSQL advisory lock, and the loads take
+    FOR UPDATE), so nothing else changes those rows inside the transaction.
+    Until the flush a content id is a placeholder (minus one minus its
+    index).  The group-commit writer flushes before any other kind of write
+    and before COMMIT, so nothing in the transaction reads around the
+    pending state; an item that fails makes the writer roll the whole batch
+    back and rerun it item by item without this mode."""
+    session.info[_DEFERRED] = _Deferred()
 
 
 def flush_deferred(session: Session) -> None:
-    deferred = session.info.get(_DEFERRED)
-    if deferred is None or not (deferred.contents or deferred.messages):
+    deferred: _Deferred | None = session.info.get(_DEFERRED)
+    if deferred is None:
         return
     connection = session.connection()
+    usage = [
+        {"account": account_id, "add_bytes": u.add_bytes, "add_messages": u.add_messages}
+        for account_id, u in deferred.usage.items()
+        if u.add_bytes or u.add_messages
+    ]
+    if usage:
+        connection.execute(_ADD_USAGE, usage)
+    counters = [
+        {"mailbox": c.id, "new_uidnext": c.uidnext, "new_modseq": c.highestmodseq}
+        for c in deferred.mailboxes.values()
+        if c.changed
+    ]
+    if counters:
+        connection.execute(_SET_COUNTERS, counters)
     if deferred.contents:
         ids = list(connection.execute(_INSERT_CONTENTS, deferred.contents).scalars())
         for row in deferred.messages:
@@ -494,7 +645,7 @@ def flush_deferred(session: Session) -> None:
     if deferred.messages:
         connection.execute(_INSERT_MESSAGE, deferred.messages)
         connection.execute(_INSERT_CHANGE, deferred.changes)
-    session.info[_DEFERRED] = _Deferred([], [], [])
+    session.info[_DEFERRED] = _Deferred()
 
 
 def _add_content(session: Session, raw: bytes) -> int:
