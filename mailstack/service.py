@@ -6,7 +6,9 @@ and reports them with ``task_status.started(list[Bound])``.  Service modules
 are imported lazily, so a service that is missing from this build (or still
 being written) never breaks the others.
 
-Signals: SIGHUP reloads the TLS certificate; SIGTERM/SIGINT stop gracefully
+Signals: SIGHUP reloads the TLS certificate and re-reads the config file,
+applying the log level and naming the changed settings that need a restart;
+SIGTERM/SIGINT stop gracefully
 (listeners close first, ``ctx.shutdown`` tells the services so they can end
 idle sessions politely, open sessions get ``[service]
 shutdown_grace_seconds`` to finish, then are cancelled); a second
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,7 @@ import trio
 
 from mailstack import net, systemd
 from mailstack.auth.authenticator import Authenticator
-from mailstack.config import Config, ConfigError
+from mailstack.config import SECTIONS, Config, ConfigError, load_config
 from mailstack.logs import setup_logging
 from mailstack.store.store import Store
 from mailstack.tls import TlsProvider
@@ -185,13 +188,46 @@ async def _watchdog(interval: float) -> None:
         await trio.sleep(interval)
 
 
+def _reload_settings(running: Config) -> Config:
+    """Re-read the config file on SIGHUP: the log level applies at once; other
+    changes are named, since listeners, limits and the store were built from
+    the settings at start.  Returns the settings now in effect."""
+    # Only a config that came from a file can be re-read (not the built-in
+    # defaults, not `mailstack dev`).
+    if not os.path.isfile(running.source):
+        return running
+    try:
+        new = load_config(running.source)
+    except ConfigError as exc:
+        logger.error("SIGHUP: keeping the running settings: %s", exc)
+        return running
+    if new.logging.level != running.logging.level:
+        logging.getLogger("mailstack").setLevel(new.logging.level.upper())
+        logger.info("SIGHUP: log level is now %s", new.logging.level)
+    top_level = ("hostname", "data_dir")
+    changed = [key for key in top_level if getattr(new, key) != getattr(running, key)]
+    changed += [
+        name
+        for name in SECTIONS
+        if name != "logging" and getattr(new, name) != getattr(running, name)
+    ]
+    if changed:
+        logger.warning("SIGHUP: changes to %s take effect at the next restart", ", ".join(changed))
+    return running.replace(logging=new.logging)
+
+
 async def _handle_signals(
-    signals: AsyncIterator[int], tls: TlsProvider, stop: trio.Event, force: trio.CancelScope
+    signals: AsyncIterator[int],
+    config: Config,
+    tls: TlsProvider,
+    stop: trio.Event,
+    force: trio.CancelScope,
 ) -> None:
     async for signum in signals:
         if signum == signal.SIGHUP:
-            logger.info("SIGHUP: reloading TLS certificate")
+            logger.info("SIGHUP: reloading TLS certificate and settings")
             await trio.to_thread.run_sync(tls.reload)
+            config = await trio.to_thread.run_sync(_reload_settings, config)
         elif stop.is_set():
             logger.warning("%s again: stopping now", signal.Signals(signum).name)
             force.cancel()
@@ -263,7 +299,9 @@ async def _serve_until_stopped(
     async with trio.open_nursery() as helpers:
         with trio.CancelScope() as services_scope:
             if signals is not None:
-                helpers.start_soon(_handle_signals, signals, ctx.tls, stop, services_scope)
+                helpers.start_soon(
+                    _handle_signals, signals, ctx.config, ctx.tls, stop, services_scope
+                )
             async with trio.open_nursery() as services:
                 bound: list[net.Bound] = []
                 for name, serve in selected:

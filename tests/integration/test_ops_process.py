@@ -12,7 +12,8 @@ MemoryDenyWriteExecute=yes.
 
 It checks: READY=1 arrives only when every port accepts connections; a login
 works (store, argon2, TLS); WATCHDOG=1 pings come; after the certificate
-files are replaced, SIGHUP makes the next TLS client see the new certificate;
+files are replaced, SIGHUP makes the next TLS client see the new certificate
+and applies the log level from the re-read config file;
 SIGTERM gives STOPPING=1 and an exit with status 0 within the grace period;
 and, once the SMTP server exists, SIGTERM in the middle of a DATA transfer
 leaves the message either acknowledged and stored whole or refused and not
@@ -341,6 +342,8 @@ async def test_unit_exec_start_lifecycle(
             if instance.tls_port is not None:
                 assert "reloaded.test" not in await certificate_names(instance)
                 instance.reissue("localhost", "127.0.0.1", "reloaded.test")
+                with config_file.open("a") as f:
+                    f.write('[logging]\nlevel = "debug"\n[database]\nmax_batch = 8\n')
                 process.send_signal(signal.SIGHUP)
                 # The reload runs in a worker thread after the signal arrives.
                 for _ in range(200):
@@ -377,7 +380,10 @@ async def test_unit_exec_start_lifecycle(
             process.kill()
             await process.wait()
     log = (tmp_path / "stderr").read_text()
-    assert "reloaded certificate" in log or instance.tls_port is None
+    if instance.tls_port is not None:
+        assert "INFO mailstack.tls reloaded certificate" in log
+        assert "INFO mailstack.service SIGHUP: log level is now debug" in log
+        assert "SIGHUP: changes to database take effect at the next restart" in log
     assert "INFO mailstack.service stopped" in log
     if reply is not None and message is not None:
         stored = await inbox_contents(instance.config, ALICE)
