@@ -15,8 +15,8 @@ Rates are operations per second over the wall-clock span from the first
 client's start to the last client's end.  Then ``--idle`` connections (default
 1,000) log in, SELECT and IDLE from one client process, and the server's
 resident memory growth divided by the number of connections is reported
-(mailstack: this process's RSS, as the server runs in it; Dovecot: the sum of
-all its processes' RSS).
+(mailstack: the RSS of a fresh server process; Dovecot: the sum of all its
+processes' RSS).
 
     python bench/imap_bench.py
     python bench/imap_bench.py --messages 2000 --concurrency 10 --idle 200 --no-dovecot
@@ -257,8 +257,8 @@ async def measure_idle(
     }
 
 
-async def prepare_mailstack(directory: Path, messages: int) -> tuple[Config, Store]:
-    config = Config(
+def mailstack_config(directory: Path) -> Config:
+    return Config(
         hostname="bench.test",
         data_dir=str(directory / "data"),
         auth=AuthConfig(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1),
@@ -270,49 +270,100 @@ async def prepare_mailstack(directory: Path, messages: int) -> tuple[Config, Sto
             max_connections_per_account=100_000,
         ),
     )
+
+
+async def prepare_mailstack(directory: Path, messages: int) -> None:
+    config = mailstack_config(directory)
     config.data_path.mkdir(parents=True)
     await trio.to_thread.run_sync(migrate.upgrade, config.database_url)
     store = await Store.open(config)
-    await store.add_domain("bench.test")
-    account = await store.add_account(USER, PasswordHasher(config.auth).hash(PASSWORD))
-    send, receive = trio.open_memory_channel[bytes](0)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            await store.add_domain("bench.test")
+            account = await store.add_account(USER, PasswordHasher(config.auth).hash(PASSWORD))
+            send, receive = trio.open_memory_channel[bytes](0)
 
-    async def deliverer() -> None:
-        async for raw in receive:
-            await store.deliver([account.id], raw)
+            async def deliverer() -> None:
+                async for raw in receive:
+                    await store.deliver([account.id], raw)
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(32):  # concurrent deliveries share group commits
-            nursery.start_soon(deliverer)
-        async with send:
-            for index in range(messages):
-                await send.send(make_message(index))
-    return config, store
+            async with trio.open_nursery() as senders:
+                for _ in range(32):  # concurrent deliveries share group commits
+                    senders.start_soon(deliverer)
+                async with send:
+                    for index in range(messages):
+                        await send.send(make_message(index))
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+
+
+async def serve_mailstack(directory: Path) -> None:
+    """The server alone in this process (``--serve``): prints its port, serves
+    until stdin closes, so its resident memory is the server's only."""
+    config = mailstack_config(directory)
+    store = await Store.open(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            ctx = ServiceContext(config, store, Authenticator(config, store), TlsProvider(config))
+            bound: list[Bound] = await nursery.start(server.serve, ctx)
+            print(f"port {bound[0].port}", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+
+
+class ServerProcess:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.process: trio.Process | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ServerProcess:
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, __file__, "--serve", str(self.directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        data = b""
+        with trio.fail_after(60):
+            while b"\n" not in data:
+                chunk = await self.process.stdout.receive_some(100)
+                if not chunk:
+                    raise RuntimeError("mailstack server did not start")
+                data += chunk
+        self.port = int(data.split()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        await self.process.stdin.aclose()
+        with trio.move_on_after(20):
+            await self.process.wait()
+        self.process.kill()
 
 
 async def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, object]:
     t = time.perf_counter()
-    config, store = await prepare_mailstack(directory, args.messages)
-    print(
-        f"mailstack: {args.messages} messages stored in {time.perf_counter() - t:.1f} s", flush=True
-    )
+    await prepare_mailstack(directory, args.messages)
+    took = time.perf_counter() - t
+    print(f"mailstack: {args.messages} messages stored in {took:.1f} s", flush=True)
     figures: dict[str, object] = {}
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            ctx = ServiceContext(config, store, Authenticator(config, store), TlsProvider(config))
-            bound: list[Bound] = await nursery.start(server.serve, ctx)
-            host, port = bound[0].host, bound[0].port
-            await run_clients(host, port, 1, args)  # warm-up
-            for n in args.concurrency:
-                figures[f"clients_{n}"] = await run_clients(host, port, n, args)
-                print(f"mailstack {n} clients: {figures[f'clients_{n}']}", flush=True)
-            if args.idle:
-                figures["idle"] = await measure_idle(host, port, args.idle, [os.getpid()])
-                print(f"mailstack idle: {figures['idle']}", flush=True)
-            nursery.cancel_scope.cancel()
-    finally:
-        await store.aclose()
+    async with ServerProcess(directory) as srv:
+        await run_clients("127.0.0.1", srv.port, 1, args)  # warm-up
+        for n in args.concurrency:
+            figures[f"clients_{n}"] = await run_clients("127.0.0.1", srv.port, n, args)
+            print(f"mailstack {n} clients: {figures[f'clients_{n}']}", flush=True)
+    if args.idle:
+        # A fresh server process, so earlier phases' heap does not hide the growth.
+        async with ServerProcess(directory) as srv:
+            assert srv.process is not None
+            pid = srv.process.pid
+            figures["idle"] = await measure_idle("127.0.0.1", srv.port, args.idle, [pid])
+            print(f"mailstack idle: {figures['idle']}", flush=True)
     return figures
 
 
@@ -479,6 +530,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--idlers", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -487,6 +539,8 @@ if __name__ == "__main__":
     if arguments.client:
         host, port, logins, bodies, searches = arguments.client.split(":")
         print(json.dumps(run_client(host, int(port), int(logins), int(bodies), int(searches))))
+    elif arguments.serve:
+        trio.run(serve_mailstack, Path(arguments.serve))
     elif arguments.idlers:
         host, port, count = arguments.idlers.split(":")
         run_idlers(host, int(port), int(count))

@@ -8,6 +8,7 @@ JSON-compatible lists made by ``mailstack.mime`` at delivery.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,12 @@ from mailstack.imap.grammar import ASTRING_CHARS
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # Longer quoted strings are sent as literals: cheaper for clients to parse.
 _MAX_QUOTED = 1024
+# Octets that cannot go in a quoted string as they are (RFC 9051 9 QUOTED-CHAR):
+# CR, LF, NUL always; 8-bit unless UTF-8 is allowed; '"' and "\" need escapes.
+_UNSAFE_UTF8 = re.compile(rb'[\r\n\0"\\]')
+_UNSAFE_ASCII = re.compile(rb'[\r\n\0"\\\x80-\xff]')
+_UNSAFE_ASCII_LITERAL = re.compile(rb"[\r\n\0\x80-\xff]")
+_UNSAFE_UTF8_LITERAL = re.compile(rb"[\r\n\0]")
 
 
 def string(value: str | bytes | None, *, utf8: bool = False) -> bytes:
@@ -27,14 +34,13 @@ def string(value: str | bytes | None, *, utf8: bool = False) -> bytes:
     if value is None:
         return b"NIL"
     data = value.encode("utf-8") if isinstance(value, str) else value
-    if (
-        len(data) <= _MAX_QUOTED
-        and b"\r" not in data
-        and b"\n" not in data
-        and b"\0" not in data
-        and (utf8 or data.isascii())
-    ):
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if len(data) <= _MAX_QUOTED:
+        unsafe = (_UNSAFE_UTF8 if utf8 else _UNSAFE_ASCII).search(data)
+        if unsafe is None:
+            return b'"' + data + b'"'
+        if (_UNSAFE_UTF8_LITERAL if utf8 else _UNSAFE_ASCII_LITERAL).search(data) is None:
+            # Only quotes and backslashes: still a quoted string, escaped.
+            return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data
 
 
@@ -49,15 +55,20 @@ def astring(value: str, *, utf8: bool = False) -> bytes:
 
 def sexp(value: Any, *, utf8: bool = False) -> bytes:
     """A nested list of str/int/None as a parenthesized list."""
+    # Checked in order of frequency in ENVELOPE/BODYSTRUCTURE data.
+    if isinstance(value, str):
+        return string(value, utf8=utf8)
     if value is None:
         return b"NIL"
+    if isinstance(value, list):
+        return b"(" + b" ".join([sexp(item, utf8=utf8) for item in value]) + b")"
     if isinstance(value, bool):
         raise TypeError("bool is not an IMAP value")
     if isinstance(value, int):
         return b"%d" % value
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, bytes):
         return string(value, utf8=utf8)
-    return b"(" + b" ".join(sexp(item, utf8=utf8) for item in value) + b")"
+    return b"(" + b" ".join([sexp(item, utf8=utf8) for item in value]) + b")"
 
 
 def envelope(env: Any, *, utf8: bool = False) -> bytes:
