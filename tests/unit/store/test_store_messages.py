@@ -366,3 +366,51 @@ async def test_append_limit_and_subscription_end(config: Config, store: Store) -
     with trio.fail_after(5), pytest.raises(trio.EndOfChannel):
         while True:
             await channel.receive()
+
+
+async def test_quota_reached_inside_one_batch(store: Store, alice: AccountRecord) -> None:
+    await store.set_quota("alice@example.test", None, 5)
+    outcomes: list[int | None] = []
+
+    async def deliver(i: int) -> None:
+        try:
+            outcomes.append((await store.deliver([alice.id], message(f"q{i}")))[0].uid)
+        except OverQuota:
+            outcomes.append(None)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(deliver, i)
+    assert sorted(uid for uid in outcomes if uid is not None) == [1, 2, 3, 4, 5]
+    assert outcomes.count(None) == 15
+    usage = await store.quota_usage(alice.id)
+    assert usage.messages_used == 5
+    inbox = await store.get_mailbox(alice.id, "INBOX")
+    assert inbox is not None and (inbox.messages, inbox.uidnext) == (5, 6)
+
+
+async def test_mixed_writes_in_one_batch(store: Store, alice: AccountRecord) -> None:
+    """Deliveries, appends, flag changes and copies queued together keep
+    UIDs unique and MODSEQ increasing (batch mode flushes between kinds)."""
+    inbox_id = await _inbox_id(store, alice)
+    archive = await store.get_mailbox(alice.id, "Archive")
+    assert archive is not None
+    await store.deliver([alice.id], message("seed"))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(15):
+            nursery.start_soon(store.deliver, [alice.id], message(f"d{i}"))
+            nursery.start_soon(store.append, inbox_id, message(f"a{i}"))
+            nursery.start_soon(store.set_flags, inbox_id, [1], "replace", [f"k{i}"])
+            nursery.start_soon(store.copy_messages, inbox_id, [1], archive.id)
+    listed = await store.list_messages(inbox_id)
+    assert [m.uid for m in listed] == list(range(1, 32))
+    copies = await store.list_messages(archive.id)
+    assert [m.uid for m in copies] == list(range(1, 16))
+    inbox = await store.get_mailbox_by_id(inbox_id)
+    assert inbox is not None and inbox.uidnext == 32
+    assert inbox.highestmodseq == max(m.modseq for m in listed)
+    changes = [c for c in await store.changes_since(0, limit=10_000) if c.mailbox_id == inbox_id]
+    modseqs = [c.modseq for c in changes]
+    assert modseqs == sorted(modseqs)
+    assert (await store.quota_usage(alice.id)).messages_used == 31 + 15
