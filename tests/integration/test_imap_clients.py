@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import smtplib
 import socket
 import time
 from collections.abc import Callable
@@ -247,3 +248,61 @@ async def test_literal_too_big_refused_before_reading(stack_factory: StackFactor
         assert lines[1].startswith(b"a1 NO [TOOBIG]")
         assert lines[2].startswith(b"a2 OK")
         assert lines[3].startswith(b"a3 BAD")
+
+
+async def test_smtp_delivery_reaches_idle_and_fetch(stack_factory: StackFactory) -> None:
+    """A message sent through the MX shows up as EXISTS in an IDLE session and
+    is then fetched, searched, flagged, moved and expunged with imapclient."""
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp", "imap"))
+        smtp_host, smtp_port = stack.addr("smtp")
+        ready = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def watch() -> tuple[Any, dict[str, Any]]:
+            client = client_tls(stack)
+            out: dict[str, Any] = {}
+            try:
+                client.login(*ALICE)
+                client.select_folder("INBOX")
+                client.idle()
+                trio.from_thread.run_sync(ready.set, trio_token=token)
+                pushed = client.idle_check(timeout=10)
+                client.idle_done()
+                uids = client.search(["FROM", "bob", "BODY", "meet"])
+                out["uids"] = uids
+                out["fetch"] = client.fetch(uids, ["ENVELOPE", "RFC822.SIZE", "FLAGS"])
+                client.add_flags(uids, [imapclient.FLAGGED])
+                out["flagged"] = client.search(["FLAGGED"])
+                client.move(uids, "Archive")
+                out["inbox_after"] = client.search("ALL")
+                client.select_folder("Archive")
+                archived = client.search("ALL")
+                client.delete_messages(archived)
+                out["expunged"] = client.expunge()
+                out["archive_after"] = client.search("ALL")
+                return pushed, out
+            finally:
+                client.logout()
+
+        def send() -> None:
+            with smtplib.SMTP(smtp_host, smtp_port, timeout=30) as smtp:
+                smtp.sendmail("bob@example.test", [ALICE[0]], MESSAGE)
+
+        result: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                result.append(await in_thread(watch))
+
+            nursery.start_soon(run)
+            await ready.wait()
+            await in_thread(send)
+        pushed, out = result[0]
+        assert (1, b"EXISTS") in pushed
+        assert len(out["uids"]) == 1
+        envelope = next(iter(out["fetch"].values()))[b"ENVELOPE"]
+        assert envelope.message_id == b"<m1@example.test>"
+        assert out["flagged"] == out["uids"]
+        assert out["inbox_after"] == []
+        assert out["archive_after"] == []
