@@ -298,6 +298,8 @@ class Connection:
         return False
 
     async def authenticate(self, tag: str, cmd: c.Authenticate) -> None:
+        if cmd.mechanism in sasl.PLAINTEXT_MECHANISMS and not self.session.login_allowed:
+            raise CommandFailed("Use STARTTLS first", "PRIVACYREQUIRED")
         try:
             exchange = sasl.begin(cmd.mechanism, plaintext_allowed=self.session.login_allowed)
             result = exchange.start(cmd.initial)

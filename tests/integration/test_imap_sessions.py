@@ -322,3 +322,21 @@ async def test_store_imap_reads(stack_factory: StackFactory) -> None:
         assert got[0].envelope[1] == "hello"
         flags = await stack.store.list_uid_flags(inbox.id)
         assert flags == [(u, frozenset({"\\Seen"}) if u == uids[1] else frozenset()) for u in uids]
+
+
+async def test_plaintext_authenticate_refused_before_tls(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        host, port = stack.addr("imap")
+
+        def talk() -> tuple[bytes, list[bytes], list[bytes]]:
+            c = Client(socket.create_connection((host, port), timeout=10))
+            refused = c.cmd("AUTHENTICATE PLAIN AGFsaWNlAHB3")
+            unknown = c.cmd("AUTHENTICATE X-UNKNOWN")
+            c.close()
+            return c.greeting, refused, unknown
+
+        greeting, refused, unknown = await in_thread(talk)
+        assert b"LOGINDISABLED" in greeting and b"AUTH=PLAIN" not in greeting
+        assert refused[-1].startswith(b"t1 NO [PRIVACYREQUIRED]")
+        assert unknown[-1].startswith(b"t2 NO")
