@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import trio
+
 from mailstack import mime
 from mailstack.imap import bodystructure, responses
 from mailstack.imap import commands as c
@@ -23,7 +25,7 @@ from mailstack.imap.protocol import (
     list_matches,
     valid_mailbox_name,
 )
-from mailstack.imap.search import Candidate, Scope, matches, needs_content, utc_now
+from mailstack.imap.search import Candidate, Scope, matches, needs_content
 from mailstack.imap.sequence import SequenceSet, from_numbers
 from mailstack.secret import Secret
 from mailstack.service import ServiceContext
@@ -45,6 +47,8 @@ Send = Callable[[bytes], Awaitable[None]]
 SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
 # Messages whose content SEARCH reads in one store round trip.
 SEARCH_BATCH = 200
+# Threads decoding message bodies for SEARCH at once (the GIL makes more useless).
+SEARCH_LIMITER = trio.CapacityLimiter(2)
 # Message contents FETCH reads in one store round trip (bounds memory too).
 FETCH_BATCH = 50
 
@@ -377,21 +381,26 @@ class Handlers:
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
             raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
         records = await self.store.list_messages(mailbox.id)
-        scope = Scope(view.exists, view.uids.max, utc_now(), self.saved)
+        scope = Scope(view.exists, view.uids.max, datetime.now(UTC), self.saved)
         content = needs_content(cmd.key)
         found: list[int] = []  # UIDs in mailbox order
         visible = [r for r in records if view.seq_of(r.uid) is not None]
         for start in range(0, len(visible), SEARCH_BATCH):
-            batch = visible[start : start + SEARCH_BATCH]
-            raws: dict[int, bytes] = {}
+            batch = [
+                Candidate(view.seq_of(r.uid) or 0, r, r.flags)
+                for r in visible[start : start + SEARCH_BATCH]
+            ]
             if content:
-                raws = await self.store.read_contents([r.content_id for r in batch])
-            for record in batch:
-                candidate = Candidate(
-                    view.seq_of(record.uid) or 0, record, record.flags, raws.get(record.content_id)
+                raws = await self.store.read_contents([c.record.content_id for c in batch])
+                for candidate in batch:
+                    candidate.raw = raws.get(candidate.record.content_id)
+                # Decoding bodies is CPU work: off the event loop, so other
+                # sessions (IDLE pushes) keep going meanwhile.
+                found += await trio.to_thread.run_sync(
+                    _matching, cmd.key, batch, scope, limiter=SEARCH_LIMITER
                 )
-                if matches(cmd.key, candidate, scope):
-                    found.append(record.uid)
+            else:
+                found += _matching(cmd.key, batch, scope)
         numbers = found if cmd.uid else [view.seq_of(u) or 0 for u in found]
         returns = cmd.returns
         if returns is None and self.session.rev2:
@@ -583,11 +592,11 @@ class Handlers:
         return "ID completed"
 
 
+def _matching(key: c.SearchKey, batch: list[Candidate], scope: Scope) -> list[int]:
+    return [candidate.record.uid for candidate in batch if matches(key, candidate, scope)]
+
+
 def _literal(data: bytes | None) -> bytes:
     if data is None:
         return b"NIL"
     return b"{%d}\r\n" % len(data) + data
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -8,7 +8,7 @@ only when :func:`needs_content` says a key looks at it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from mailstack import mime
@@ -164,7 +164,3 @@ def matches(key: SearchKey, msg: Candidate, scope: Scope) -> bool:
         headers = " ".join(mime.decode_words(v) for _, v in msg.tree().headers).casefold()
         return needle in headers or needle in msg.body_text()
     raise ValueError(f"unknown search key {op}")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
