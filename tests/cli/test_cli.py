@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import imaplib
 import os
+import pty
+import select
 import signal
 import socket
 import ssl
@@ -316,6 +318,59 @@ def test_user_quota(db: Path) -> None:
     )
     result = mailstack_cmd("user", "quota", "nobody@example.test", "--bytes", "1", config=db)
     assert_fails(result, 1, "no such account")
+
+
+def run_on_terminal(argv: list[str], answers: list[str]) -> tuple[int, str]:
+    """Run the command on a pseudo-terminal (so getpass prompts), answering
+    each prompt in turn; returns (exit status, everything it wrote)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child: becomes the command, the pty is its controlling terminal
+        try:
+            os.execve(sys.executable, [sys.executable, "-m", "mailstack", *argv], _env())
+        finally:
+            os._exit(127)  # never return into pytest in the forked child
+    output = b""
+    pending = list(answers)
+    answered = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([fd], [], [], 1.0)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # EIO: the child has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            # Answer each prompt once: only output after the last answer counts.
+            if pending and output[answered:].rstrip().lower().endswith(b"password:"):
+                os.write(fd, pending.pop(0).encode() + b"\n")
+                answered = len(output)
+    finally:
+        os.close(fd)
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status), output.decode(errors="replace")
+
+
+def test_password_prompted_twice_on_a_terminal(db: Path) -> None:
+    argv = ["--config", str(db), "user", "add", "alice@example.test"]
+    status, output = run_on_terminal(argv, ["first", "second"])
+    assert status == 1, output
+    assert "mailstack: passwords do not match" in output
+    assert stored_hash(load_config(db), "alice@example.test") is None
+
+    status, output = run_on_terminal(argv, ["s3cret pw", "s3cret pw"])
+    assert status == 0, output
+    assert "Password:" in output and "Repeat password:" in output
+    assert "s3cret" not in output  # getpass does not echo
+    password_hash = stored_hash(load_config(db), "alice@example.test")
+    assert password_hash is not None
+    assert PasswordHasher(load_config(db).auth).verify(password_hash, "s3cret pw")
 
 
 def test_ctrl_c_exits_130_quietly(db: Path) -> None:
