@@ -340,3 +340,59 @@ async def test_plaintext_authenticate_refused_before_tls(stack_factory: StackFac
         assert b"LOGINDISABLED" in greeting and b"AUTH=PLAIN" not in greeting
         assert refused[-1].startswith(b"t1 NO [PRIVACYREQUIRED]")
         assert unknown[-1].startswith(b"t2 NO")
+
+
+NESTED = (
+    b"From: a@example.test\r\nSubject: nested\r\n"
+    b"Content-Type: multipart/mixed; boundary=o\r\n\r\n"
+    b"--o\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+    b"--o\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
+    b"--i\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n"
+    b"--i\r\nContent-Type: text/html\r\n\r\n<b>inner</b>\r\n--i--\r\n"
+    b"--o--\r\n"
+)
+
+
+async def test_fetch_items_exactly(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        await deliver(stack, NESTED)
+
+        def talk() -> dict[str, bytes]:
+            c = Client.tls(stack)
+            c.login()
+            c.cmd("EXAMINE INBOX")
+            out = {
+                name: b"".join(c.cmd("FETCH 1 " + items))
+                for name, items in {
+                    "partial": "BODY[]<10.20>",
+                    "mime": "BODY[2.1.MIME]",
+                    "nested": "(BODY[2.2] BODY[2.HEADER.FIELDS (SUBJECT)])",
+                    "binary": "(BINARY[2.1] BINARY.SIZE[2.1])",
+                    "rfc822": "(RFC822.HEADER RFC822.TEXT)",
+                    "fast": "FAST",
+                    "all": "ALL",
+                    "full": "FULL",
+                    "flags": "FLAGS",
+                }.items()
+            }
+            c.close()
+            return out
+
+        out = await in_thread(talk)
+        assert b"BODY[]<10> {20}\r\n" + NESTED[10:30] in out["partial"]
+        assert b"BODY[2.1.MIME] {63}\r\nContent-Type: text/plain\r\n" in out["mime"]
+        assert b"BODY[2.2] {12}\r\n<b>inner</b>" in out["nested"]
+        assert b"BODY[2.HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: inner\r\n\r\n" in out["nested"]
+        assert (
+            b"BINARY[2.1] {5}\r\nhello" in out["binary"] and b"BINARY.SIZE[2.1] 5" in out["binary"]
+        )
+        header, text = NESTED.split(b"\r\n\r\n", 1)
+        assert b"RFC822.HEADER {%d}\r\n" % (len(header) + 4) in out["rfc822"]
+        assert b"RFC822.TEXT {%d}\r\n" % len(text) in out["rfc822"]
+        assert b"RFC822.SIZE %d" % len(NESTED) in out["fast"] and b"ENVELOPE" not in out["fast"]
+        assert b"INTERNALDATE" in out["all"] and b"ENVELOPE (" in out["all"]
+        assert b'BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 5 1)(' in out["full"]
+        # EXAMINE: fetching bodies did not set \Seen.
+        assert b"FLAGS ()" in out["flags"]
