@@ -32,8 +32,8 @@ from mailstack.transfer.source import (
     key_for,
 )
 
-BATCH_MESSAGES = 256
-BATCH_BYTES = 8 * MIB
+BATCH_MESSAGES = 1024
+BATCH_BYTES = 16 * MIB
 # Contents read at once when hashing existing messages without Message-ID.
 READ_CHUNK = 64
 

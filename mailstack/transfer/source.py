@@ -21,7 +21,8 @@ from mailstack import mime
 # ("id", message-id, size) or ("sha256", hex digest, size)
 DedupKey = tuple[str, str, int]
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+# The field with its continuation lines (RFC 5322 2.2.3).
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*", re.I | re.M)
 
 
 class SourceUnreadable(Exception):
@@ -64,17 +65,24 @@ class SourceFolder:
 
 
 def to_crlf(raw: bytes) -> bytes:
-    """RFC 5322 2.1 lines end in CRLF; Maildir files and mbox use bare LF."""
-    return _BARE_LF.sub(b"\r\n", raw) if b"\n" in raw else raw
+    """RFC 5322 2.1 lines end in CRLF; Maildir files and mbox use bare LF.
+    Every LF not preceded by CR gets one (a lone CR stays as it is)."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def message_id_of(raw: bytes) -> str | None:
     """The first Message-ID field, decoded exactly as the store's
     ``mime.analyze`` keeps it in ``MessageRecord.headers``."""
+    # Only the one field is unfolded and decoded (parse_header_fields would
+    # do every field: this runs for every imported message).
     body_start = mime.split_header(raw, 0, len(raw))
-    for name, value in mime.parse_header_fields(raw[:body_start]):
-        if name == "message-id":
-            return _compact(mime.decode_words(value)) or None
+    match = _MESSAGE_ID.search(raw, 0, body_start)
+    if match is None:
+        return None
+    for _, value in mime.parse_header_fields(match.group(0)):
+        return _compact(mime.decode_words(value)) or None
     return None
 
 
