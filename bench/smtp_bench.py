@@ -101,20 +101,21 @@ class Server:
 
 class SubprocessServer(Server):
     def __init__(
-        self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
+        self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
     ) -> None:
         self.name = name
         self.port = port
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
-        )
+        # stderr to a file: a pipe nobody reads would stall a chatty server.
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT
+            )
         try:
             wait_port(port)
         except RuntimeError:
             self.process.kill()
-            raise RuntimeError(
-                f"{name} did not start: {self.process.stderr.read().decode()[-2000:]}"
-            )  # type: ignore[union-attr]
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} did not start: {tail}") from None
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.process.pid)
@@ -152,7 +153,9 @@ def start_mailstack(directory: Path, *, max_batch: int) -> Server:
         input=b"bench-password\n",
         cwd=ROOT,
     )
-    return SubprocessServer("mailstack", [*cli, "serve", "smtp"], port, env)
+    return SubprocessServer(
+        "mailstack", [*cli, "serve", "smtp"], port, directory / "mailstack.log", env
+    )
 
 
 AIOSMTPD_SERVER = """
@@ -181,7 +184,7 @@ asyncio.run(main())
 def start_aiosmtpd(directory: Path) -> Server:
     port = free_port()
     argv = [PYTHON, "-c", AIOSMTPD_SERVER, str(port), str(directory / "aiosmtpd.mbox")]
-    return SubprocessServer("aiosmtpd", argv, port)
+    return SubprocessServer("aiosmtpd", argv, port, directory / "aiosmtpd.log")
 
 
 class PostfixServer(Server):
@@ -209,7 +212,8 @@ class PostfixServer(Server):
             "local_transport = discard:\nalias_maps =\nalias_database =\n"
             "local_recipient_maps =\nsmtpd_banner = $myhostname ESMTP\n"
             "smtpd_client_connection_count_limit = 0\nsmtpd_client_connection_rate_limit = 0\n"
-            "default_process_limit = 200\nmaillog_file = /dev/null\n"
+            "default_process_limit = 200\n"
+            f"maillog_file = {directory / 'maillog'}\nmaillog_file_prefixes = {directory}\n"
             "biff = no\nsmtputf8_enable = no\n"
         )
         master = (Path("/etc/postfix/master.cf")).read_text()
@@ -218,15 +222,15 @@ class PostfixServer(Server):
             if line.startswith("smtp      inet"):
                 line = line.replace("smtp      inet", f"127.0.0.1:{self.port} inet", 1)
             lines.append(line)
-        lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
         (self.config / "master.cf").write_text("\n".join(lines) + "\n")
         env = {**os.environ, "MAIL_CONFIG": str(self.config)}
-        subprocess.run(
-            ["/usr/sbin/postfix", "-c", str(self.config), "start"],
-            env=env,
-            check=True,
-            capture_output=True,
+        started = subprocess.run(
+            ["/usr/sbin/postfix", "-c", str(self.config), "start"], env=env, capture_output=True
         )
+        if started.returncode != 0:
+            raise RuntimeError(
+                f"postfix start failed: {(started.stdout + started.stderr).decode()[-1000:]}"
+            )
         pid_file = queue / "pid" / "master.pid"
         deadline = time.monotonic() + 20
         while not pid_file.exists() and time.monotonic() < deadline:
@@ -281,7 +285,7 @@ async def _transaction_session(
                 line = bytes(buffer[: end + 2])
                 del buffer[: end + 2]
                 if line[3:4] == b" ":
-                    if not line[:1] in (b"2", b"3"):
+                    if line[:1] not in (b"2", b"3"):
                         raise RuntimeError(f"server said {line!r}")
                     return line
                 end = buffer.find(b"\r\n")
@@ -452,17 +456,20 @@ def main() -> None:
                     for concurrency in args.concurrency:
                         result = measure(server, size, concurrency, args)
                         results.append(result)
-                        print(
-                            f"{name:10s} {size:>7d} B  c={concurrency:<3d} {result.per_second:8.0f} msg/s"
-                            f"  p50 {result.p50_ms or 0:7.1f} ms  p99 {result.p99_ms or 0:7.1f} ms"
-                            f"  cpu {result.cpu_ms_per_message:6.2f} ms/msg  ({result.generator})",
-                            flush=True,
-                        )
+                        print(describe(result), flush=True)
             finally:
                 server.stop()
     print_ratios(results)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def describe(r: Result) -> str:
+    return (
+        f"{r.server:10s} {r.size:>7d} B  c={r.concurrency:<3d} {r.per_second:8.0f} msg/s"
+        f"  p50 {r.p50_ms or 0:7.1f} ms  p99 {r.p99_ms or 0:7.1f} ms"
+        f"  cpu {r.cpu_ms_per_message:6.2f} ms/msg  ({r.generator})"
+    )
 
 
 def print_ratios(results: list[Result]) -> None:
@@ -477,7 +484,8 @@ def print_ratios(results: list[Result]) -> None:
             return f"{a / b:5.2f}" if a and b else "  n/a"
 
         print(
-            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d} throughput {ratio(m.per_second, r.per_second)}"
+            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d}"
+            f" throughput {ratio(m.per_second, r.per_second)}"
             f"  p50 {ratio(m.p50_ms, r.p50_ms)}  p99 {ratio(m.p99_ms, r.p99_ms)}"
             f"  cpu/msg {ratio(m.cpu_ms_per_message, r.cpu_ms_per_message)}"
         )

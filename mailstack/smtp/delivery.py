@@ -62,11 +62,54 @@ def _over_quota(account: AccountRecord, usage_bytes: int, usage_messages: int) -
     return account.quota_messages is not None and usage_messages >= account.quota_messages
 
 
+class RecipientCache:
+    """Recently accepted recipients -> account ids, shared by a listener's sessions.
+
+    Resolving an address is a database read in a worker thread, the most
+    expensive step of an inbound message after the commit itself; an MX sees
+    the same few addresses again and again.  Only positive answers for
+    accounts without a quota are kept, for ``ttl`` seconds: a new account or
+    alias is never refused because of the cache, and a deleted one is at
+    worst tried once more (its delivery then fails with a 4xx and is retried
+    by the client after the entry expired).
+    """
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, tuple[int, ...]]] = {}
+
+    def get(self, key: str, now: float) -> tuple[int, ...] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < now:
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: str, targets: tuple[int, ...], now: float) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()  # rare; cheaper than tracking recency
+        self._entries[key] = (now + self._ttl, targets)
+
+
 async def check_recipient(
-    store: Store, address: str, *, hostname: str, remote_reply: Reply
+    store: Store,
+    address: str,
+    *,
+    hostname: str,
+    remote_reply: Reply,
+    cache: RecipientCache | None = None,
+    now: float = 0.0,
 ) -> RecipientDecision:
     """Local recipients only: ``remote_reply`` for any other domain (relay
     denied on the MX, "relaying is not configured" on submission)."""
+    key = address.lower()
+    if cache is not None:
+        targets = cache.get(key, now)
+        if targets is not None:
+            return RecipientDecision(replies.RECIPIENT_OK, targets)
     if address == "postmaster":
         address = f"postmaster@{hostname}"  # RFC 5321 4.1.1.3
     parts = split_address(address)
@@ -89,7 +132,12 @@ async def check_recipient(
                 return RecipientDecision(replies.MAILBOX_FULL)
     except StoreError:
         return RecipientDecision(replies.STORE_UNAVAILABLE)
-    return RecipientDecision(replies.RECIPIENT_OK, tuple(a.id for a in accounts))
+    targets = tuple(a.id for a in accounts)
+    if cache is not None and all(
+        a.quota_bytes is None and a.quota_messages is None for a in accounts
+    ):
+        cache.put(key, targets, now)
+    return RecipientDecision(replies.RECIPIENT_OK, targets)
 
 
 async def check_sender(store: Store, account_id: int, sender: str) -> Reply:

@@ -57,8 +57,10 @@ class SmtpSession:
         peer: net.Peer,
         *,
         submission: bool,
+        recipients: delivery.RecipientCache,
     ) -> None:
         self._ctx = ctx
+        self._recipients = recipients
         self._config = config
         self._stream = stream
         self._peer = peer
@@ -143,7 +145,12 @@ class SmtpSession:
         elif isinstance(event, CheckRecipient):
             remote = replies.RELAY_NOT_CONFIGURED if self._submission else replies.RELAY_DENIED
             decision = await delivery.check_recipient(
-                self._ctx.store, event.address, hostname=self._hostname, remote_reply=remote
+                self._ctx.store,
+                event.address,
+                hostname=self._hostname,
+                remote_reply=remote,
+                cache=self._recipients,
+                now=trio.current_time(),
             )
             core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, Authenticate):
@@ -234,9 +241,13 @@ async def _serve(
     task_status: trio.TaskStatus[list[net.Bound]],
 ) -> None:
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
+    recipients = delivery.RecipientCache()
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
-        await SmtpSession(ctx, config, stream, peer, submission=submission).run()
+        session = SmtpSession(
+            ctx, config, stream, peer, submission=submission, recipients=recipients
+        )
+        await session.run()
 
     async with trio.open_nursery() as nursery:
         bound: list[net.Bound] = []
