@@ -11,8 +11,9 @@ would only blur the comparison) and measures, in order:
 * ``search``: ``--searches`` times ``SEARCH SUBJECT "<word>"`` (header search)
   and ``SEARCH BODY "<word>"`` (full text).
 
-Rates are operations per second over the wall-clock span from the first
-client's start to the last client's end.  Then ``--idle`` connections (default
+All clients run each phase together (they wait for a "go" from the
+orchestrator), and a phase's rate is all clients' operations divided by the
+time until the last client finished it.  Then ``--idle`` connections (default
 1,000) log in, SELECT and IDLE from one client process, and the server's
 resident memory growth divided by the number of connections is reported
 (mailstack: the RSS of a fresh server process; Dovecot: the sum of all its
@@ -127,39 +128,51 @@ class Conn:
         self.sock.close()
 
 
-def run_client(host: str, port: int, logins: int, bodies: int, searches: int) -> dict[str, float]:
-    timings: dict[str, float] = {"start": time.time()}
-    t = time.perf_counter()
-    for _ in range(logins):
-        conn = Conn(host, port)
-        conn.command(f'LOGIN {USER} "{PASSWORD}"')
-        conn.command("SELECT INBOX")
-        conn.command("LOGOUT")
-        conn.close()
-    timings["login_select"] = time.perf_counter() - t
+PHASES = ("login_select", "fetch_all", "uid_fetch_bodies", "search_header", "search_body")
+
+
+def run_client(host: str, port: int, logins: int, bodies: int, searches: int) -> None:
+    """Run each phase when the orchestrator says "go" on stdin (so all clients
+    run the same phase together) and report its time as a JSON line."""
     conn = Conn(host, port)
     conn.command(f'LOGIN {USER} "{PASSWORD}"')
     conn.command("SELECT INBOX")
-    t = time.perf_counter()
-    fetched = conn.command("FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)")
-    timings["fetch_all"] = time.perf_counter() - t
-    timings["fetched"] = fetched
-    t = time.perf_counter()
-    for uid in range(1, bodies + 1):
-        conn.command(f"UID FETCH {uid * 37 % fetched + 1} BODY.PEEK[]")
-    timings["uid_fetch_bodies"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for n in range(searches):
-        conn.command(f'SEARCH SUBJECT "{WORDS[n % len(WORDS)]}"')
-    timings["search_header"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for n in range(searches):
-        conn.command(f'SEARCH BODY "{WORDS[n % len(WORDS)]}s"')
-    timings["search_body"] = time.perf_counter() - t
+    fetched = 0
+
+    def login_select() -> None:
+        for _ in range(logins):
+            other = Conn(host, port)
+            other.command(f'LOGIN {USER} "{PASSWORD}"')
+            other.command("SELECT INBOX")
+            other.command("LOGOUT")
+            other.close()
+
+    def fetch_all() -> None:
+        nonlocal fetched
+        fetched = conn.command("FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE)")
+
+    def uid_fetch_bodies() -> None:
+        for n in range(1, bodies + 1):
+            conn.command(f"UID FETCH {n * 37 % max(fetched, 1) + 1} BODY.PEEK[]")
+
+    def search_header() -> None:
+        for n in range(searches):
+            conn.command(f'SEARCH SUBJECT "{WORDS[n % len(WORDS)]}"')
+
+    def search_body() -> None:
+        for n in range(searches):
+            conn.command(f'SEARCH BODY "{WORDS[n % len(WORDS)]}s"')
+
+    print("ready", flush=True)
+    steps = [login_select, fetch_all, uid_fetch_bodies, search_header, search_body]
+    for name, step in zip(PHASES, steps, strict=True):
+        sys.stdin.readline()
+        t = time.perf_counter()
+        step()
+        print(json.dumps({"phase": name, "seconds": time.perf_counter() - t, "n": fetched}))
+        sys.stdout.flush()
     conn.command("LOGOUT")
     conn.close()
-    timings["end"] = time.time()
-    return timings
 
 
 def run_idlers(host: str, port: int, count: int) -> None:
@@ -183,33 +196,69 @@ def run_idlers(host: str, port: int, count: int) -> None:
 
 
 async def run_clients(host: str, port: int, n: int, args: argparse.Namespace) -> dict[str, float]:
-    results: list[dict[str, float]] = []
-
-    async def client() -> None:
-        spec = f"{host}:{port}:{args.logins}:{args.bodies}:{args.searches}"
-        done = await trio.run_process(
-            [sys.executable, __file__, "--client", spec], capture_stdout=True
+    """n client processes; each phase starts in all of them at once and its
+    rate is all clients' operations over the time until the last one finished."""
+    spec = f"{host}:{port}:{args.logins}:{args.bodies}:{args.searches}"
+    procs = [
+        await trio.lowlevel.open_process(
+            [sys.executable, __file__, "--client", spec],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
         )
-        results.append(json.loads(done.stdout))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(n):
-            nursery.start_soon(client)
-    # Per-phase rate: operations by all clients / the slowest client's phase time.
-    out: dict[str, float] = {"clients": n, "messages_per_fetch": results[0]["fetched"]}
-    phases = {
+        for _ in range(n)
+    ]
+    readers = [LineReader(proc) for proc in procs]
+    ops = {
         "login_select": args.logins,
         "fetch_all": 1,
         "uid_fetch_bodies": args.bodies,
         "search_header": args.searches,
         "search_body": args.searches,
     }
-    for phase, ops in phases.items():
-        slowest = max(r[phase] for r in results)
-        out[f"{phase}_per_s"] = round(n * ops / slowest, 1)
-    out["fetch_all_seconds_max"] = round(max(r["fetch_all"] for r in results), 3)
-    out["fetch_all_seconds_min"] = round(min(r["fetch_all"] for r in results), 3)
+    out: dict[str, float] = {"clients": n}
+    try:
+        for reader in readers:  # started and logged in: the timing starts now
+            await reader.line()
+        for phase in PHASES:
+            start = time.perf_counter()
+            reports: list[dict[str, float]] = []
+            async with trio.open_nursery() as nursery:
+                for reader in readers:
+                    nursery.start_soon(reader.run_phase, reports)
+            span = time.perf_counter() - start
+            out[f"{phase}_per_s"] = round(n * ops[phase] / span, 1)
+            if phase == "fetch_all":
+                out["fetch_all_seconds_max"] = round(max(r["seconds"] for r in reports), 3)
+                out["fetch_all_seconds_min"] = round(min(r["seconds"] for r in reports), 3)
+                out["messages_per_fetch"] = reports[0]["n"]
+    finally:
+        for proc in procs:
+            assert proc.stdin is not None
+            await proc.stdin.aclose()
+        for proc in procs:
+            await proc.wait()
     return out
+
+
+class LineReader:
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.buffer = b""
+
+    async def run_phase(self, reports: list[dict[str, float]]) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(b"go\n")
+        reports.append(json.loads(await self.line()))
+
+    async def line(self) -> bytes:
+        assert self.proc.stdout is not None
+        while b"\n" not in self.buffer:
+            chunk = await self.proc.stdout.receive_some(65536)
+            if not chunk:
+                raise RuntimeError("bench client died")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -523,9 +572,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 50])
-    parser.add_argument("--logins", type=int, default=10, help="LOGIN+SELECT rounds per client")
-    parser.add_argument("--bodies", type=int, default=100, help="UID FETCH bodies per client")
-    parser.add_argument("--searches", type=int, default=4, help="searches of each kind per client")
+    parser.add_argument("--logins", type=int, default=5, help="LOGIN+SELECT rounds per client")
+    parser.add_argument("--bodies", type=int, default=50, help="UID FETCH bodies per client")
+    parser.add_argument("--searches", type=int, default=2, help="searches of each kind per client")
     parser.add_argument("--idle", type=int, default=1000, help="IDLE connections (0: skip)")
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
     parser.add_argument("--client", help=argparse.SUPPRESS)
@@ -538,7 +587,7 @@ if __name__ == "__main__":
     arguments = parse_args()
     if arguments.client:
         host, port, logins, bodies, searches = arguments.client.split(":")
-        print(json.dumps(run_client(host, int(port), int(logins), int(bodies), int(searches))))
+        run_client(host, int(port), int(logins), int(bodies), int(searches))
     elif arguments.serve:
         trio.run(serve_mailstack, Path(arguments.serve))
     elif arguments.idlers:
