@@ -326,12 +326,12 @@ def section(r: Reader) -> c.Section:
     part: list[int] = []
     text = ""
     fields: tuple[str, ...] = ()
-    while r.peek() is not None and chr(r.peek() or 0).isdigit():
+    while (byte := r.peek()) is not None and 0x30 <= byte <= 0x39:
         part.append(nz_number(r))
         if not r.take(b"."):
             break
-    else:
-        pass
+    if r.peek() == ord("]") and r.line[r.pos - 1 : r.pos] == b".":
+        raise ParseError("bad section")
     if r.peek() != ord("]"):
         if part and r.line[r.pos - 1 : r.pos] != b".":
             raise ParseError("bad section")

@@ -165,6 +165,8 @@ def test_nesting_depth_limited() -> None:
         "a FETCH 0 FLAGS",
         "a FETCH 1 (FLAGS",
         "a FETCH 1 BODY[2.HEADERX]",
+        "a FETCH 1 BODY[1.]",
+        "a FETCH 1 BODY[MIME]",
         "a STORE 1 FLAGS (\\Seen",
         'a LOGIN "unterminated',
         "a SEARCH BEFORE 32-Jan-2020",
