@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import time
 from functools import partial
 
@@ -112,31 +113,34 @@ class SmtpSession:
 
     async def _loop(self) -> str:
         core = self._core
-        while True:
-            event = core.next_event()
-            out = core.data_to_send()
-            sent = True
-            timeout = (
-                self._config.data_timeout_seconds
-                if core.reading_data
-                else self._config.command_timeout_seconds
-            )
-            with trio.move_on_after(timeout) as timer:
+        command_timeout = self._config.command_timeout_seconds
+        data_timeout = self._config.data_timeout_seconds
+        # One cancel scope for the session whose deadline covers only the
+        # waits on the client (RFC 5321 4.5.3.2), never the store; moving a
+        # deadline is cheaper than a new scope per command.
+        with trio.CancelScope() as timer:
+            while True:
+                event = core.next_event()
+                out = core.data_to_send()
+                sent = True
+                timer.deadline = trio.current_time() + (
+                    data_timeout if core.reading_data else command_timeout
+                )
                 if out:
                     sent = await net.send_all(self._stream, out)
                 if sent and event is None:
                     core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
-            if timer.cancelled_caught:
-                core.timed_out()
-                with trio.move_on_after(1):
-                    await net.send_all(self._stream, core.data_to_send())
-                return "timeout"
-            if not sent:
-                return "client vanished"
-            if isinstance(event, CloseConnection):
-                return event.reason
-            if event is not None and not await self._answer(event):
-                return "TLS handshake failed"
+                timer.deadline = math.inf
+                if not sent:
+                    return "client vanished"
+                if isinstance(event, CloseConnection):
+                    return event.reason
+                if event is not None and not await self._answer(event):
+                    return "TLS handshake failed"
+        core.timed_out()
+        with trio.move_on_after(1):
+            await net.send_all(self._stream, core.data_to_send())
+        return "timeout"
 
     async def _answer(self, event: Event) -> bool:
         core = self._core
