@@ -3,8 +3,8 @@
 Every failure ends as exactly one line ``mailstack: <message>`` on stderr:
 exit status 2 for a configuration mistake (so a systemd unit with
 ``RestartPreventExitStatus=2`` does not restart-loop on a bad config file),
-1 for any other error, 130 after Ctrl-C.  The store and the services are
-imported lazily, so ``--help`` and config errors never depend on them.
+1 for any other error, 130 after Ctrl-C.  The services and the migrations
+are imported only by the commands that run them.
 """
 
 from __future__ import annotations
