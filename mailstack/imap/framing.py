@@ -73,6 +73,11 @@ class Framer:
         """Octets received but not yet framed (STARTTLS must see none, RFC 9051 6.2.1)."""
         return len(self._buf)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing of a command received yet (between commands)."""
+        return not self._lines and self._pending is None and not len(self._buf)
+
     def feed(self, data: bytes) -> None:
         self._buf.feed(data)
 

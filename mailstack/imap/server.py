@@ -111,27 +111,37 @@ class Connection:
         return " ".join(self.session.capabilities())
 
     # -- input ----------------------------------------------------------------
-    async def receive(self) -> None:
-        """More bytes from the client, within the autologout time (RFC 9051 5.4)."""
+    async def receive(self, *, between_commands: bool = False) -> None:
+        """More bytes from the client, within the autologout time (RFC 9051 5.4).
+
+        ``between_commands``: no command is half received, so a graceful
+        server stop may end the wait (with BYE, RFC 9051 7.1.5)."""
         await self.flush_out()
         data = b""
+        stopping = False
         with trio.move_on_after(self.config.idle_timeout_seconds) as scope:
-            data = await net.receive_some(self.stream, RECEIVE_BYTES)
-        if scope.cancelled_caught:
-            self.log.info("imap autologout")
-            await self.send(responses.untagged("BYE Autologout; idle for too long"))
+            if between_commands:
+                with self.ctx.shutdown.idle() as stop:
+                    data = await net.receive_some(self.stream, RECEIVE_BYTES)
+                stopping = stop.cancelled_caught
+            else:
+                data = await net.receive_some(self.stream, RECEIVE_BYTES)
+        if scope.cancelled_caught or stopping:
+            reason = "Server shutting down" if stopping else "Autologout; idle for too long"
+            self.log.info("imap %s", "shutdown" if stopping else "autologout")
+            await self.send(responses.untagged(f"BYE {reason}"))
             await self.flush_out()
             raise _Gone
         if not data:
             raise _Gone
         self.framer.feed(data)
 
-    async def read_line(self) -> bytes:
+    async def read_line(self, *, between_commands: bool = False) -> bytes:
         while True:
             line = self.framer.next_line()
             if line is not None:
                 return line
-            await self.receive()
+            await self.receive(between_commands=between_commands)
 
     # -- the session ------------------------------------------------------------
     async def run(self) -> None:
@@ -158,7 +168,7 @@ class Connection:
         while True:
             event = self.framer.next_event()
             if event is None:
-                await self.receive()
+                await self.receive(between_commands=self.framer.idle)
                 continue
             if isinstance(event, Continue):
                 await self.send(b"+ Ready for literal data\r\n")
@@ -390,7 +400,7 @@ class Connection:
         await self.handlers.flush(expunges_allowed=True)
         self.idling = True
         try:
-            line = await self.read_line()
+            line = await self.read_line(between_commands=True)
         finally:
             self.idling = False
         if line.upper() != b"DONE":

@@ -396,3 +396,33 @@ async def test_fetch_items_exactly(stack_factory: StackFactory) -> None:
         assert b'BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 5 1)(' in out["full"]
         # EXAMINE: fetching bodies did not set \Seen.
         assert b"FLAGS ()" in out["flags"]
+
+
+async def test_graceful_stop_says_bye_to_idle_sessions(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        logged_in = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def talk() -> tuple[bytes, bytes]:
+            idle, idling = Client.tls(stack), Client.tls(stack)
+            idle.login()
+            idling.login()
+            idling.cmd("SELECT INBOX")
+            idling.send(b"i1 IDLE\r\n")
+            assert idling.line().startswith(b"+ ")
+            trio.from_thread.run_sync(logged_in.set, trio_token=token)
+            return idle.line(), idling.line()
+
+        result: list[tuple[bytes, bytes]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                result.append(await in_thread(talk))
+
+            nursery.start_soon(run)
+            await logged_in.wait()
+            stack.stop.set()
+        assert result[0] == (b"* BYE Server shutting down\r\n",) * 2
+        with trio.fail_after(10):
+            await stack.stopped.wait()
