@@ -250,6 +250,7 @@ def _serve(config: Config, names: Sequence[str]) -> None:
     from mailstack import service
 
     check_data_dir(config)
+    _check_database_exists(config)
     service.main_serve(config, names)
 
 

@@ -211,6 +211,10 @@ def test_database_not_initialised(config_file: Path, tmp_path: Path) -> None:
     assert_fails(result, 1, "mailstack db upgrade")
 
 
+def test_serve_refuses_an_uninitialised_database(config_file: Path) -> None:
+    assert_fails(mailstack_cmd("serve", "imap", config=config_file), 1, "mailstack db upgrade")
+
+
 # -- domains ---------------------------------------------------------------------
 
 
