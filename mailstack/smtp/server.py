@@ -129,7 +129,8 @@ class SmtpSession:
                 if out:
                     sent = await net.send_all(self._stream, out)
                 if sent and event is None:
-                    core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
+                    if not await self._receive():
+                        return "shutdown"
                 timer.deadline = math.inf
                 if not sent:
                     return "client vanished"
@@ -141,6 +142,25 @@ class SmtpSession:
         with trio.move_on_after(1):
             await net.send_all(self._stream, core.data_to_send())
         return "timeout"
+
+    async def _receive(self) -> bool:
+        """Feed the core the client's next bytes; False when a graceful stop
+        ended the wait between commands (421 4.3.2 sent, RFC 5321 3.8).
+        A DATA/BDAT transfer in progress is never cut by the stop."""
+        core = self._core
+        if core.reading_data:
+            core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
+            return True
+        data = b""
+        with self._ctx.shutdown.idle() as stop:
+            data = await net.receive_some(self._stream, RECEIVE_BYTES)
+        if stop.cancelled_caught:
+            core.shutting_down()
+            with trio.move_on_after(1):
+                await net.send_all(self._stream, core.data_to_send())
+            return False
+        core.receive_data(data)
+        return True
 
     async def _answer(self, event: Event) -> bool:
         core = self._core

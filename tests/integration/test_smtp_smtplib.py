@@ -377,3 +377,36 @@ async def test_command_timeout_closes_with_421(stack_factory: StackFactory) -> N
             lambda: raw_session(host, port, [], read_until=b"421", half_close=False)
         )
         assert b"421 4.4.2" in out
+
+
+async def test_graceful_stop_says_421_between_commands(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp",))
+        host, port = stack.addr("smtp")
+        connected = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def idle_client() -> bytes:
+            with socket.create_connection((host, port), timeout=30) as sock:
+                received = sock.recv(4096)
+                sock.sendall(b"EHLO a.example\r\n")
+                while b"250 " not in received:
+                    received += sock.recv(4096)
+                trio.from_thread.run_sync(connected.set, trio_token=token)
+                while True:
+                    data = sock.recv(4096)
+                    if not data:
+                        return received
+                    received += data
+
+        async with trio.open_nursery() as nursery:
+            result: list[bytes] = []
+
+            async def client() -> None:
+                result.append(await in_thread(idle_client))
+
+            nursery.start_soon(client)
+            await connected.wait()
+            stack.stop.set()
+        assert result[0].endswith(b"421 4.3.2 service shutting down, closing connection\r\n")
+        await stack.stopped.wait()
