@@ -323,8 +323,9 @@ def parse(line: str, *, auth_param: bool = False) -> Command:
     if verb in ("EHLO", "HELO"):
         domain = rest.strip(" ")
         # RFC 5321 4.1.1.1: the argument is a domain or an address literal;
-        # HELO/EHLO names are not verified, but must have that shape.
-        if not is_domain(domain):
+        # HELO/EHLO names are not verified, but must have that shape.  Many
+        # Windows hosts put "_" in their names: tolerated here only.
+        if not is_domain(domain.replace("_", "-")):
             raise CommandError(replies.SYNTAX)
         return Hello(domain, extended=verb == "EHLO")
     if verb == "MAIL":

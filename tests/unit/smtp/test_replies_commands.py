@@ -36,6 +36,7 @@ def test_every_catalogue_reply_is_well_formed() -> None:
     [
         ("EHLO client.example", commands.Hello("client.example", extended=True)),
         ("helo [192.0.2.1]", commands.Hello("[192.0.2.1]", extended=False)),
+        ("EHLO my_pc", commands.Hello("my_pc", extended=True)),
         ("MAIL FROM:<>", commands.Mail(sender="")),
         ("mail from:<a@b.example>", commands.Mail(sender="a@b.example")),
         ("MAIL FROM: <a@b.example>", commands.Mail(sender="a@b.example")),
