@@ -42,6 +42,7 @@ from mailstack.store.records import (
     OverQuota,
     TooBig,
 )
+from mailstack.store.store import Store
 
 Send = Callable[[bytes], Awaitable[None]]
 SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
@@ -51,6 +52,38 @@ SEARCH_BATCH = 200
 SEARCH_LIMITER = trio.CapacityLimiter(2)
 # Message contents FETCH reads in one store round trip (bounds memory too).
 FETCH_BATCH = 50
+
+
+class RecordCache:
+    """The message list of recently read mailboxes, shared by all sessions of
+    this process: ten clients fetching ``1:*`` of the same 10,000 messages
+    cost one store read, not ten.  An entry is used only while the mailbox's
+    HIGHESTMODSEQ, UIDNEXT and message count are unchanged (every change to
+    its messages moves one of them), so it is never stale."""
+
+    def __init__(self, max_mailboxes: int = 4) -> None:
+        self.max_mailboxes = max_mailboxes
+        self._entries: dict[int, tuple[tuple[int, int, int], list[MessageRecord]]] = {}
+        self._locks: dict[int, trio.Lock] = {}
+
+    async def records(self, store: Store, mailbox: MailboxRecord) -> list[MessageRecord]:
+        lock = self._locks.setdefault(mailbox.id, trio.Lock())
+        async with lock:  # one reader per mailbox; the others then hit
+            current = await store.get_mailbox(mailbox.account_id, mailbox.name)
+            if current is None or current.id != mailbox.id:
+                return await store.list_messages(mailbox.id)
+            version = (current.highestmodseq, current.uidnext, current.messages)
+            entry = self._entries.get(mailbox.id)
+            if entry is not None and entry[0] == version:
+                return entry[1]
+            records = await store.list_messages(mailbox.id)
+            self._entries.pop(mailbox.id, None)
+            while len(self._entries) >= self.max_mailboxes:
+                del self._entries[next(iter(self._entries))]
+            self._entries[mailbox.id] = (version, records)
+            if len(self._locks) > 4 * self.max_mailboxes:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            return records
 
 
 class CommandFailed(Exception):
@@ -64,8 +97,11 @@ class CommandFailed(Exception):
 
 
 class Handlers:
-    def __init__(self, ctx: ServiceContext, session: SessionState, send: Send) -> None:
+    def __init__(
+        self, ctx: ServiceContext, session: SessionState, send: Send, cache: RecordCache
+    ) -> None:
         self.ctx = ctx
+        self.cache = cache
         self.store = ctx.store
         self.session = session
         self.send = send
@@ -121,7 +157,7 @@ class Handlers:
             return await self.store.get_messages(mailbox.id, uids)
         # Most of the mailbox: one ordered scan beats many UID lookups.
         wanted = set(uids)
-        records = await self.store.list_messages(mailbox.id, since_uid=min(uids) - 1)
+        records = await self.cache.records(self.store, mailbox)
         return [r for r in records if r.uid in wanted]
 
     def note_change(self, change: Change) -> None:
@@ -380,7 +416,7 @@ class Handlers:
         mailbox, view = self._selected()
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
             raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-        records = await self.store.list_messages(mailbox.id)
+        records = await self.cache.records(self.store, mailbox)
         scope = Scope(view.exists, view.uids.max, datetime.now(UTC), self.saved)
         content = needs_content(cmd.key)
         found: list[int] = []  # UIDs in mailbox order

@@ -19,7 +19,7 @@ from mailstack.imap import commands as c
 from mailstack.imap import responses
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
-from mailstack.imap.handlers import CommandFailed, Handlers
+from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
 from mailstack.imap.protocol import NO_EXPUNGE_AFTER, SessionState, Settings, State
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
@@ -66,7 +66,12 @@ def _refuse(peer: net.Peer) -> bytes:
 
 class Connection:
     def __init__(
-        self, ctx: ServiceContext, slots: AccountSlots, stream: trio.abc.Stream, peer: net.Peer
+        self,
+        ctx: ServiceContext,
+        slots: AccountSlots,
+        cache: RecordCache,
+        stream: trio.abc.Stream,
+        peer: net.Peer,
     ) -> None:
         config = ctx.config.imap
         self.ctx = ctx
@@ -84,7 +89,7 @@ class Connection:
             ),
             tls_active=peer.implicit_tls,
         )
-        self.handlers = Handlers(ctx, self.session, self.send)
+        self.handlers = Handlers(ctx, self.session, self.send, cache)
         self.lock = trio.StrictFIFOLock()
         self.out = bytearray()
         self.idling = False
@@ -417,9 +422,10 @@ async def serve(
     config = ctx.config.imap
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     slots = AccountSlots(config.max_connections_per_account)
+    cache = RecordCache()
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
-        await Connection(ctx, slots, stream, peer).run()
+        await Connection(ctx, slots, cache, stream, peer).run()
 
     async with trio.open_nursery() as nursery:
         if not ctx.store.running:

@@ -426,3 +426,34 @@ async def test_graceful_stop_says_bye_to_idle_sessions(stack_factory: StackFacto
         assert result[0] == (b"* BYE Server shutting down\r\n",) * 2
         with trio.fail_after(10):
             await stack.stopped.wait()
+
+
+async def test_shared_record_cache_never_stale(stack_factory: StackFactory) -> None:
+    """FETCH 1:* reads through the process-wide RecordCache; another session's
+    STORE, APPEND and EXPUNGE must show at once."""
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("imap",))
+        for _ in range(3):
+            await deliver(stack)
+
+        def talk() -> list[list[bytes]]:
+            a, b = Client.tls(stack), Client.tls(stack)
+            a.login()
+            b.login()
+            a.cmd("SELECT INBOX")
+            b.cmd("SELECT INBOX")
+            seen = [a.cmd("FETCH 1:* (FLAGS)")]
+            b.cmd("STORE 3 +FLAGS (\\Answered)")
+            seen.append(a.cmd("FETCH 1:* (FLAGS)"))
+            b.cmd("APPEND INBOX {5+}\r\nx: y\r\n")
+            seen.append(a.cmd("NOOP"))
+            seen.append(a.cmd("FETCH 1:* (UID)"))
+            a.close()
+            b.close()
+            return seen
+
+        first, second, noop, uids = await in_thread(talk)
+        assert b"* 3 FETCH (FLAGS ())\r\n" in first
+        assert any(b"* 3 FETCH (" in line and b"\\Answered" in line for line in second)
+        assert b"* 4 EXISTS\r\n" in noop
+        assert b"* 4 FETCH (UID 4)\r\n" in uids
