@@ -2,7 +2,7 @@
 
 Every server gets the same load: ``--messages`` messages per run of 1 KiB and
 100 KiB payload, at 1, 10 and 50 concurrent clients, one session per message
-(``--per-session N`` sends N messages per session instead).  A message
+and with sessions that stay open for many messages (``--per-session``).  A message
 counts once the server answered 250 to the end of DATA; for mailstack that
 means committed and fsynced (group commit), for aiosmtpd the handler wrote
 and fsynced it to a file, Postfix fsyncs its queue file before the 250.
@@ -382,29 +382,29 @@ class Result:
     cpu_ms_per_message: float
 
 
-def measure(server: Server, size: int, concurrency: int, args: argparse.Namespace) -> Result:
+def measure(
+    server: Server, size: int, concurrency: int, per_session: int, args: argparse.Namespace
+) -> Result:
     messages = args.messages if size <= 4096 else max(concurrency * 4, args.messages // 4)
-    messages -= messages % args.per_session
+    messages -= messages % (per_session * concurrency)
     use_source = Path(SMTP_SOURCE).exists() and not args.trio_only
     cpu_before = server.cpu_seconds()
     if use_source:
-        elapsed = run_smtp_source(server.port, size, concurrency, messages, args.per_session)
+        elapsed = run_smtp_source(server.port, size, concurrency, messages, per_session)
     else:
-        elapsed, _ = run_trio_generator(server.port, size, concurrency, messages, args.per_session)
+        elapsed, _ = run_trio_generator(server.port, size, concurrency, messages, per_session)
     cpu = server.cpu_seconds() - cpu_before
     # Latency: a shorter run with the timing generator at the same concurrency.
-    lat_messages = max(concurrency * 4, messages // 4)
-    lat_messages -= lat_messages % args.per_session
-    _, latencies = run_trio_generator(
-        server.port, size, concurrency, lat_messages, args.per_session
-    )
+    lat_messages = max(concurrency * per_session * 2, messages // 4)
+    lat_messages -= lat_messages % per_session
+    _, latencies = run_trio_generator(server.port, size, concurrency, lat_messages, per_session)
     latencies.sort()
     return Result(
         server=server.name,
         size=size,
         concurrency=concurrency,
         messages=messages,
-        per_session=args.per_session,
+        per_session=per_session,
         generator="smtp-source" if use_source else "trio",
         per_second=messages / elapsed,
         p50_ms=statistics.median(latencies) * 1000 if latencies else None,
@@ -422,7 +422,13 @@ def main() -> None:
     parser.add_argument(
         "--messages", type=int, default=2000, help="per 1 KiB run (100 KiB: a quarter)"
     )
-    parser.add_argument("--per-session", type=int, default=1)
+    parser.add_argument(
+        "--per-session",
+        type=int,
+        nargs="+",
+        default=[1, 20],
+        help="messages per session; above 1 sessions stay open (smtp-source -d)",
+    )
     parser.add_argument("--servers", nargs="+", default=["mailstack", "aiosmtpd", "postfix"])
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
     parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
@@ -454,9 +460,10 @@ def main() -> None:
             try:
                 for size in args.sizes:
                     for concurrency in args.concurrency:
-                        result = measure(server, size, concurrency, args)
-                        results.append(result)
-                        print(describe(result), flush=True)
+                        for per_session in args.per_session:
+                            result = measure(server, size, concurrency, per_session, args)
+                            results.append(result)
+                            print(describe(result), flush=True)
             finally:
                 server.stop()
     print_ratios(results)
@@ -464,27 +471,33 @@ def main() -> None:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 
 
+def _mode(r: Result) -> str:
+    return "1/session   " if r.per_session == 1 else f"{r.per_session:>3d}+/session"
+
+
 def describe(r: Result) -> str:
     return (
-        f"{r.server:10s} {r.size:>7d} B  c={r.concurrency:<3d} {r.per_second:8.0f} msg/s"
+        f"{r.server:10s} {r.size:>7d} B  c={r.concurrency:<3d} {_mode(r)}"
+        f" {r.per_second:8.0f} msg/s"
         f"  p50 {r.p50_ms or 0:7.1f} ms  p99 {r.p99_ms or 0:7.1f} ms"
         f"  cpu {r.cpu_ms_per_message:6.2f} ms/msg  ({r.generator})"
     )
 
 
 def print_ratios(results: list[Result]) -> None:
-    ours = {(r.size, r.concurrency): r for r in results if r.server == "mailstack"}
+    ours = {(r.size, r.concurrency, r.per_session): r for r in results if r.server == "mailstack"}
     print("\nmailstack relative to the peers (throughput x, p50/p99 latency x, CPU/message x):")
     for r in results:
-        if r.server == "mailstack" or (r.size, r.concurrency) not in ours:
+        key = (r.size, r.concurrency, r.per_session)
+        if r.server == "mailstack" or key not in ours:
             continue
-        m = ours[(r.size, r.concurrency)]
+        m = ours[key]
 
         def ratio(a: float | None, b: float | None) -> str:
             return f"{a / b:5.2f}" if a and b else "  n/a"
 
         print(
-            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d}"
+            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d} {_mode(r)}"
             f" throughput {ratio(m.per_second, r.per_second)}"
             f"  p50 {ratio(m.p50_ms, r.p50_ms)}  p99 {ratio(m.p99_ms, r.p99_ms)}"
             f"  cpu/msg {ratio(m.cpu_ms_per_message, r.cpu_ms_per_message)}"
