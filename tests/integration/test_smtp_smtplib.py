@@ -410,3 +410,24 @@ async def test_graceful_stop_says_421_between_commands(stack_factory: StackFacto
             stack.stop.set()
         assert result[0].endswith(b"421 4.3.2 service shutting down, closing connection\r\n")
         await stack.stopped.wait()
+
+
+async def test_bdat_chunks_and_smtputf8_delivered(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp",))
+        host, port = stack.addr("smtp")
+        first, second = MESSAGE[:50], MESSAGE[50:]
+        script = [
+            b"EHLO a.example\r\n"
+            b"MAIL FROM:<\xc3\xa9l\xc3\xa8ve@r.example> SMTPUTF8 BODY=8BITMIME\r\n"
+            b"RCPT TO:<alice@example.test>\r\n",
+            f"BDAT {len(first)}\r\n".encode() + first,
+            f"BDAT {len(second)} LAST\r\n".encode() + second,
+            b"QUIT\r\n",
+        ]
+        out = await in_thread(lambda: raw_session(host, port, script))
+        assert out.count(b"250 2.0.0") == 2 and b"221 2.0.0" in out
+        (raw,) = await messages_of(stack, "alice@example.test")
+        assert strip_added(raw) == MESSAGE
+        assert raw.startswith("Return-Path: <élève@r.example>\r\n".encode())
+        assert b" with UTF8SMTP id " in raw
