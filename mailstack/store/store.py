@@ -42,6 +42,7 @@ from mailstack.store.records import (
     AliasRecord,
     Change,
     DomainRecord,
+    InvalidName,
     MailboxRecord,
     MessageRecord,
     QuotaUsage,
@@ -364,10 +365,12 @@ class Store:
     async def append_many(
         self, mailbox_id: int, messages: Sequence[imports.ImportMessage]
     ) -> list[StoredMessage | StoreError]:
-        """Append ``messages`` in one group-commit item, with consecutive UIDs
-        in the order given.  A message that is refused (TooBig, OverQuota,
-        InvalidName for a flag) is returned as its error in its place; the
-        others are stored.  Raises NotFound for a missing mailbox."""
+        """Append ``messages`` in one group-commit item, UIDs ascending in
+        the order given (a message's ``uid`` is kept when it is above every
+        UID the mailbox handed out; see imports.py).  A message that is
+        refused (TooBig, OverQuota, InvalidName for a flag) is returned as
+        its error in its place; the others are stored.  Raises NotFound for
+        a missing mailbox."""
         limit = self._config.imap.max_literal_bytes
 
         def check(message: imports.ImportMessage) -> imports.ImportMessage | StoreError:
@@ -377,7 +380,9 @@ class Store:
                 flags = names.normalize_flags(message.flags)
             except StoreError as exc:
                 return exc
-            return imports.ImportMessage(message.raw, flags, message.internal_date)
+            if message.uid is not None and not 0 < message.uid <= imports.MAX_NUMBER:
+                return InvalidName(f"not a UID: {message.uid}")
+            return imports.ImportMessage(message.raw, flags, message.internal_date, message.uid)
 
         def prepare() -> Callable[[Session], list[StoredMessage | StoreError]]:
             items: list[tuple[imports.ImportMessage, mime.MessageAnalysis] | StoreError] = []
@@ -391,6 +396,11 @@ class Store:
             return lambda session: imports.append_many(session, mailbox_id, items)
 
         return await self._write_prepared(prepare, inserts_only=True)
+
+    async def adopt_uidvalidity(self, mailbox_id: int, uidvalidity: int) -> bool:
+        """Take an imported folder's UIDVALIDITY, if the mailbox never held a
+        message and no other mailbox has that value; True if it now has it."""
+        return await self._write(imports.adopt_uidvalidity, mailbox_id, uidvalidity)
 
 
 @asynccontextmanager

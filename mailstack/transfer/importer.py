@@ -82,7 +82,7 @@ def _next_batch(items: Iterator[SourceItem]) -> list[SourceItem]:
 
 
 async def _store_batch(
-    store: Store, mailbox_id: int, batch: list[SourceItem], progress: Progress
+    store: Store, mailbox_id: int, batch: list[SourceItem], progress: Progress, keep_uids: bool
 ) -> None:
     messages = []
     for item in batch:
@@ -96,7 +96,12 @@ async def _store_batch(
         return
     results = await store.append_many(
         mailbox_id,
-        [ImportMessage(m.raw, m.flags, m.internal_date.replace(microsecond=0)) for m in messages],
+        [
+            ImportMessage(
+                m.raw, m.flags, m.internal_date.replace(microsecond=0), m.uid if keep_uids else None
+            )
+            for m in messages
+        ],
     )
     count = size = 0
     for message, result in zip(messages, results, strict=True):
@@ -111,6 +116,9 @@ async def _store_batch(
 async def import_folder(
     store: Store, mailbox_id: int, folder: SourceFolder, progress: Progress, stop: trio.Event
 ) -> None:
+    keep_uids = folder.uidvalidity is not None and await store.adopt_uidvalidity(
+        mailbox_id, folder.uidvalidity
+    )
     deduper = Deduper(await existing_keys(store, mailbox_id))
     send, receive = trio.open_memory_channel[list[SourceItem]](1)
 
@@ -131,7 +139,7 @@ async def import_folder(
         nursery.start_soon(produce)
         async with receive:
             async for batch in receive:
-                await _store_batch(store, mailbox_id, batch, progress)
+                await _store_batch(store, mailbox_id, batch, progress, keep_uids)
 
 
 async def import_folders(

@@ -10,8 +10,10 @@ naming and flag rules (writing is in ``export``).
   D draft, F flagged, P passed, R replied, S seen, T trashed; Dovecot's
   lowercase letters a-z are keywords numbered by ``dovecot-keywords``.
 * The internal date is the file's mtime (what Dovecot uses); messages are
-  imported in ``dovecot-uidlist`` UID order when that file exists, else in
-  file-name order (which starts with the delivery time).
+  imported in ``dovecot-uidlist`` UID order when that file exists, keeping
+  its UIDs and UIDVALIDITY when the target mailbox can take them
+  (``Store.adopt_uidvalidity``), else in file-name order (which starts with
+  the delivery time).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -119,14 +122,36 @@ def info_from_flags(flags: frozenset[str], letter_of_keyword: dict[str, str]) ->
 # -- reading --------------------------------------------------------------------
 
 
-def read_uidlist(folder: Path) -> dict[str, int]:
-    """base name (without info) -> UID from ``dovecot-uidlist`` v1 or v3."""
-    uids: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class Uidlist:
+    """What ``dovecot-uidlist`` says about a folder."""
+
+    uidvalidity: int | None = None
+    next_uid: int = 1
+    uids: dict[str, int] = field(default_factory=dict)  # base name (no info) -> UID
+
+
+def _header_numbers(words: list[str]) -> tuple[int | None, int]:
+    """(UIDVALIDITY, next UID) from the header after its version word:
+    v1 "1 <uidvalidity> <nextuid>", v3 "3 V<uidvalidity> N<nextuid> G<guid> ..."."""
+    version, rest = (words[0], words[1:]) if words else ("", [])
+    if version == "1" and len(rest) >= 2 and rest[0].isdigit() and rest[1].isdigit():
+        return int(rest[0]) or None, int(rest[1])
+    fields = {word[:1]: word[1:] for word in rest if word[1:].isdigit()}
+    uidvalidity = int(fields["V"]) if "V" in fields else None
+    return uidvalidity or None, int(fields.get("N", "1"))
+
+
+def read_uidlist(folder: Path) -> Uidlist:
+    """``dovecot-uidlist`` v1 or v3; an empty Uidlist when there is none."""
     try:
-        lines = (folder / UIDLIST_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+        text = (folder / UIDLIST_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return uids
-    for line in lines[1:]:  # the first line is the header (version, UIDVALIDITY, ...)
+        return Uidlist()
+    lines = text.splitlines()
+    uidvalidity, next_uid = _header_numbers(lines[0].split() if lines else [])
+    uids: dict[str, int] = {}
+    for line in lines[1:]:
         uid, _, rest = line.partition(" ")
         if not uid.isdigit():
             continue
@@ -134,7 +159,7 @@ def read_uidlist(folder: Path) -> dict[str, int]:
         name = rest.partition(":")[2] if ":" in rest else rest.strip()
         if name:
             uids[name.split(INFO_SEPARATOR, 1)[0]] = int(uid)
-    return uids
+    return Uidlist(uidvalidity, next_uid, uids)
 
 
 def _is_maildir(path: Path) -> bool:
@@ -172,9 +197,9 @@ def _fs_layout(path: Path, levels: list[str]) -> list[tuple[str, Path]]:
     return found
 
 
-def _message_files(folder: Path) -> list[tuple[Path, bool]]:
-    """(file, in new/) ordered by uidlist UID, then by name."""
-    uids = read_uidlist(folder)
+def _message_files(folder: Path, uidlist: Uidlist) -> list[tuple[Path, bool, int | None]]:
+    """(file, in new/, UID) ordered by uidlist UID, then by name.  Files the
+    uidlist does not name yet get the UIDs Dovecot would give them next."""
     files: list[tuple[Path, bool]] = []
     for sub in ("cur", "new"):
         try:
@@ -183,14 +208,25 @@ def _message_files(folder: Path) -> list[tuple[Path, bool]]:
             continue
         files.extend((Path(e.path), sub == "new") for e in entries if not e.name.startswith("."))
 
-    def order(item: tuple[Path, bool]) -> tuple[int, str]:
-        base = item[0].name.split(INFO_SEPARATOR, 1)[0]
-        return (uids.get(base, 1 << 62), base)
+    def base(path: Path) -> str:
+        return path.name.split(INFO_SEPARATOR, 1)[0]
 
-    return sorted(files, key=order)
+    files.sort(key=lambda item: (uidlist.uids.get(base(item[0]), 1 << 62), base(item[0])))
+    if uidlist.uidvalidity is None:
+        return [(path, is_new, None) for path, is_new in files]
+    next_uid = max([uidlist.next_uid, *(uid + 1 for uid in uidlist.uids.values())])
+    result: list[tuple[Path, bool, int | None]] = []
+    for path, is_new in files:
+        uid = uidlist.uids.get(base(path))
+        if uid is None:
+            uid, next_uid = next_uid, next_uid + 1
+        result.append((path, is_new, uid))
+    return result
 
 
-def read_message(path: Path, is_new: bool, keywords: dict[str, str]) -> SourceMessage | SourceError:
+def read_message(
+    path: Path, is_new: bool, keywords: dict[str, str], uid: int | None = None
+) -> SourceMessage | SourceError:
     try:
         with path.open("rb") as f:
             mtime = os.fstat(f.fileno()).st_mtime
@@ -203,13 +239,13 @@ def read_message(path: Path, is_new: bool, keywords: dict[str, str]) -> SourceMe
     if not is_new and INFO_SEPARATOR in path.name:
         flags = flags_from_info(path.name.split(INFO_SEPARATOR, 1)[1], keywords)
     when = datetime.fromtimestamp(int(mtime), UTC)
-    return SourceMessage(str(path), to_crlf(raw), flags, when)
+    return SourceMessage(str(path), to_crlf(raw), flags, when, uid)
 
 
 def _folder_items(path: Path, deduper: Deduper) -> Iterator[SourceItem]:
     keywords = read_keywords(path)
-    for file, is_new in _message_files(path):
-        item = read_message(file, is_new, keywords)
+    for file, is_new, uid in _message_files(path, read_uidlist(path)):
+        item = read_message(file, is_new, keywords, uid)
         if isinstance(item, SourceMessage) and deduper.claim(key_of(item.raw)):
             yield Duplicate(item.label, len(item.raw))
         else:
@@ -220,6 +256,8 @@ def folders(root: Path) -> list[SourceFolder]:
     """Every folder of the Maildir tree at ``root`` (blocking: scans directories)."""
     result = []
     for name, path in find_folders(root):
-        total = len(_message_files(path))
-        result.append(SourceFolder(name, functools.partial(_folder_items, path), total=total))
+        uidlist = read_uidlist(path)
+        total = len(_message_files(path, uidlist))
+        opener = functools.partial(_folder_items, path)
+        result.append(SourceFolder(name, opener, total=total, uidvalidity=uidlist.uidvalidity))
     return result

@@ -35,6 +35,7 @@ class SourceMessage:
     raw: bytes
     flags: frozenset[str]
     internal_date: datetime  # timezone-aware
+    uid: int | None = None  # the source's UID, kept when its UIDVALIDITY is
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class SourceFolder:
     # Blocking; called and iterated in a worker thread.
     open: Callable[[Deduper], Iterator[SourceItem]]
     total: int | None = None  # message count when cheaply known
+    uidvalidity: int | None = None  # the source's, when its messages have UIDs
 
 
 def to_crlf(raw: bytes) -> bytes:

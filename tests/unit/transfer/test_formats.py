@@ -60,9 +60,15 @@ def test_keywords_and_uidlist_files(tmp_path: Path) -> None:
     (tmp_path / "dovecot-uidlist").write_text(
         "3 V1234 N9 G0123abcd\n5 :1700.M1P1.host,S=10\n7 W120 :1701.M2P1.host:2,S\n"
     )
-    assert maildir.read_uidlist(tmp_path) == {"1700.M1P1.host,S=10": 5, "1701.M2P1.host": 7}
+    assert maildir.read_uidlist(tmp_path) == maildir.Uidlist(
+        1234, 9, {"1700.M1P1.host,S=10": 5, "1701.M2P1.host": 7}
+    )
     (tmp_path / "dovecot-uidlist").write_text("1 1234 9\n3 1700.M1P1.host\n")
-    assert maildir.read_uidlist(tmp_path) == {"1700.M1P1.host": 3}
+    assert maildir.read_uidlist(tmp_path) == maildir.Uidlist(1234, 9, {"1700.M1P1.host": 3})
+    (tmp_path / "dovecot-uidlist").write_text("garbage\n")
+    assert maildir.read_uidlist(tmp_path) == maildir.Uidlist()
+    (tmp_path / "dovecot-uidlist").unlink()
+    assert maildir.read_uidlist(tmp_path) == maildir.Uidlist()
 
 
 def test_fs_layout_and_uidlist_order(tmp_path: Path) -> None:
@@ -72,12 +78,17 @@ def test_fs_layout_and_uidlist_order(tmp_path: Path) -> None:
     (tmp_path / "cur" / "b:2,S").write_bytes(b"Subject: b\n\nb\n")
     (tmp_path / "cur" / "a:2,").write_bytes(b"Subject: a\n\na\n")
     (tmp_path / "dovecot-uidlist").write_text("3 V1 N3\n1 :b\n2 :a\n")
+    (tmp_path / "new" / "c").write_bytes(b"Subject: c\n\nc\n")
     found = maildir.folders(tmp_path)
-    assert [f.name for f in found] == ["INBOX", "Lists/Python"]
+    assert [(f.name, f.uidvalidity, f.total) for f in found] == [
+        ("INBOX", 1, 3),
+        ("Lists/Python", None, 0),
+    ]
     items = list(found[0].open(Deduper(Counter())))
-    assert [i.raw for i in items if isinstance(i, SourceMessage)] == [
-        b"Subject: b\r\n\r\nb\r\n",
-        b"Subject: a\r\n\r\na\r\n",
+    assert [(i.raw, i.uid) for i in items if isinstance(i, SourceMessage)] == [
+        (b"Subject: b\r\n\r\nb\r\n", 1),
+        (b"Subject: a\r\n\r\na\r\n", 2),
+        (b"Subject: c\r\n\r\nc\r\n", 3),  # not in the uidlist yet: N3 is next
     ]
 
 
