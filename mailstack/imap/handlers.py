@@ -66,6 +66,12 @@ class RecordCache:
         self._entries: dict[int, tuple[tuple[int, int, int], list[MessageRecord]]] = {}
         self._locks: dict[int, trio.Lock] = {}
 
+    def cached(self, mailbox: MailboxRecord) -> list[MessageRecord] | None:
+        """The entry for a just-read ``mailbox`` record, if still current (no store read)."""
+        entry = self._entries.get(mailbox.id)
+        version = (mailbox.highestmodseq, mailbox.uidnext, mailbox.messages)
+        return entry[1] if entry is not None and entry[0] == version else None
+
     async def records(self, store: Store, mailbox: MailboxRecord) -> list[MessageRecord]:
         lock = self._locks.setdefault(mailbox.id, trio.Lock())
         async with lock:  # one reader per mailbox; the others then hit
@@ -198,7 +204,11 @@ class Handlers:
             if self.session.rev2:
                 await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
         mailbox = await self._mailbox(cmd.mailbox)
-        messages = await self.store.list_uid_flags(mailbox.id)
+        cached = self.cache.cached(mailbox)
+        if cached is not None:
+            messages = [(r.uid, r.flags) for r in cached]
+        else:
+            messages = await self.store.list_uid_flags(mailbox.id)
         view = MailboxView(mailbox.id, (uid for uid, _ in messages))
         out = [
             f"FLAGS {SYSTEM_FLAG_LIST}",
