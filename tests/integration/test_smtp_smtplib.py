@@ -431,3 +431,29 @@ async def test_bdat_chunks_and_smtputf8_delivered(stack_factory: StackFactory) -
         assert strip_added(raw) == MESSAGE
         assert raw.startswith("Return-Path: <élève@r.example>\r\n".encode())
         assert b" with UTF8SMTP id " in raw
+
+
+async def test_over_quota_recipient_gets_452_others_delivered(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp",))
+        await stack.store.set_quota("alice@example.test", None, 1)
+        host, port = stack.addr("smtp")
+
+        def send() -> list[dict[str, tuple[int, bytes]]]:
+            results = []
+            with smtplib.SMTP(host, port, timeout=30) as client:
+                for _ in range(2):
+                    results.append(
+                        client.sendmail(
+                            "a@r.example", ["alice@example.test", "bob@example.test"], MESSAGE
+                        )
+                    )
+            return results
+
+        first, second = await in_thread(send)
+        assert first == {}
+        # RFC 5321 4.2.5 / RFC 3463 4.2.2: a temporary refusal for the full mailbox only.
+        assert second["alice@example.test"][0] == 452
+        assert second["alice@example.test"][1].startswith(b"4.2.2")
+        assert len(await messages_of(stack, "alice@example.test")) == 1
+        assert len(await messages_of(stack, "bob@example.test")) == 2
