@@ -163,6 +163,11 @@ class MailboxView:
             self._flag_changes.pop(uid, None)
         return numbers
 
+    def count_agrees(self, messages: int) -> bool:
+        """Whether the store's message count matches what this view knows,
+        announced or queued (else changes are still on their way)."""
+        return len(self.uids) + len(self._new) - len(self._expunged) == messages
+
     @property
     def has_pending(self) -> bool:
         return bool(self._new or self._expunged or self._flag_changes)

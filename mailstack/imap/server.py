@@ -95,7 +95,7 @@ class Connection:
         self.idling = False
         self.account: AccountRecord | None = None
         self.nursery: trio.Nursery | None = None
-        self.watching = False  # the store's change channel feeds the view
+        self.known_uidnext = 0  # UIDNEXT when NOOP last compared with the store
 
     # -- output ---------------------------------------------------------------
     async def send(self, data: bytes) -> None:
@@ -229,8 +229,7 @@ class Connection:
             await self.send(responses.untagged(f"CAPABILITY {self.capability_text()}"))
             text = "Capability completed"
         elif isinstance(cmd, (c.Noop, c.Check)):
-            if not self.watching:
-                await self.resync()
+            await self.catch_up()
             text = "Completed"
         elif isinstance(cmd, c.Logout):
             await self.send(responses.untagged("BYE Logging out"))
@@ -357,10 +356,8 @@ class Connection:
             except RuntimeError:
                 # The store's watcher does not run in this process: compare
                 # with the database instead, often enough for IDLE's promise.
-                self.watching = False
                 await self.poll_changes()
                 return
-            self.watching = True
             with channel:
                 async for change in channel:
                     await self.on_change(change)
@@ -382,6 +379,19 @@ class Connection:
         if self.idling:
             await self.handlers.flush(expunges_allowed=True)
             await self.flush_out()
+
+    async def catch_up(self) -> None:
+        """NOOP is how clients poll (RFC 9051 6.1.2): if the store already has
+        changes the change channel has not brought yet, read them now."""
+        view, mailbox = self.handlers.view, self.handlers.mailbox
+        if view is None or mailbox is None or self.account is None:
+            return
+        current = await self.ctx.store.get_mailbox(self.account.id, mailbox.name)
+        if current is None:
+            return
+        if not view.count_agrees(current.messages) or current.uidnext != self.known_uidnext:
+            self.known_uidnext = current.uidnext
+            await self.resync()
 
     async def resync(self) -> None:
         """After changes may have been dropped: compare the view's UIDs with the
