@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dev)
 
     # import / export live with their code (imported here: they use CliError).
-    from mailstack.transfer.commands import add_commands as add_transfer_commands
+    from mailstack.transfer.cli import add_commands as add_transfer_commands
 
     add_transfer_commands(commands)
     return parser

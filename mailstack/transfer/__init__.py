@@ -4,5 +4,5 @@ Readers (``maildir``, ``mbox``, ``imap_import``) are plain blocking code that
 yields :class:`~mailstack.transfer.source.SourceFolder` objects; the importer
 (``importer``) pulls their messages in a worker thread and stores them in
 ordered batches through ``Store.append_many`` (group commit); ``export``
-writes the store back out.  ``commands`` wires them into the CLI.
+writes the store back out.  ``transfer.cli`` wires them into the CLI.
 """
