@@ -46,6 +46,8 @@ from mailstack.store.store import Store
 
 Send = Callable[[bytes], Awaitable[None]]
 SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+# Serialized ENVELOPEs kept (about 300 bytes each).
+MAX_CACHED_ENVELOPES = 100_000
 # Messages whose content SEARCH reads in one store round trip.
 SEARCH_BATCH = 200
 # Threads decoding message bodies for SEARCH at once (the GIL makes more useless).
@@ -59,12 +61,25 @@ class RecordCache:
     this process: ten clients fetching ``1:*`` of the same 10,000 messages
     cost one store read, not ten.  An entry is used only while the mailbox's
     HIGHESTMODSEQ, UIDNEXT and message count are unchanged (every change to
-    its messages moves one of them), so it is never stale."""
+    its messages moves one of them), so it is never stale.  Serialized
+    ENVELOPEs are kept too, by message row id (a message never changes)."""
 
     def __init__(self, max_mailboxes: int = 4) -> None:
         self.max_mailboxes = max_mailboxes
         self._entries: dict[int, tuple[tuple[int, int, int], list[MessageRecord]]] = {}
         self._locks: dict[int, trio.Lock] = {}
+        self._envelopes: dict[tuple[int, bool], bytes] = {}
+
+    def envelope(self, record: MessageRecord, utf8: bool) -> bytes:
+        """A message's serialized ENVELOPE (it never changes: computed once)."""
+        key = (record.id, utf8)
+        data = self._envelopes.get(key)
+        if data is None:
+            if len(self._envelopes) >= MAX_CACHED_ENVELOPES:
+                self._envelopes.clear()
+            data = responses.envelope(record.envelope, utf8=utf8)
+            self._envelopes[key] = data
+        return data
 
     def cached(self, mailbox: MailboxRecord) -> list[MessageRecord] | None:
         """The entry for a just-read ``mailbox`` record, if still current (no store read)."""
@@ -537,7 +552,7 @@ class Handlers:
         if name == "MODSEQ":
             return b"MODSEQ (%d)" % record.modseq
         if name == "ENVELOPE":
-            return b"ENVELOPE " + responses.envelope(record.envelope, utf8=utf8)
+            return b"ENVELOPE " + self.cache.envelope(record, utf8)
         if name == "BODYSTRUCTURE":
             return b"BODYSTRUCTURE " + responses.bodystructure(
                 record.bodystructure, extensible=True, utf8=utf8
