@@ -386,6 +386,8 @@ def measure(
     server: Server, size: int, concurrency: int, per_session: int, args: argparse.Namespace
 ) -> Result:
     messages = args.messages if size <= 4096 else max(concurrency * 4, args.messages // 4)
+    # Whole sessions only: every session sends per_session messages.
+    messages = max(messages, per_session * concurrency)
     messages -= messages % (per_session * concurrency)
     use_source = Path(SMTP_SOURCE).exists() and not args.trio_only
     cpu_before = server.cpu_seconds()
