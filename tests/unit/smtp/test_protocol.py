@@ -452,3 +452,60 @@ def test_any_bytes_give_only_replies(chunks: list[bytes], submission: bool) -> N
     driver.feed(b"")
     for line in bytes(driver.out).split(b"\r\n")[:-1]:
         assert line[:3].isdigit() and line[3:4] in (b" ", b"-")
+
+
+def test_rfc5321_appendix_d4_verify_then_send(bytewise: bool) -> None:
+    driver = new_driver()
+    session = (
+        b"EHLO bar.com\r\n"
+        b"VRFY Crispin\r\n"
+        b"MAIL FROM:<EAK@bar.com>\r\n"
+        b"RCPT TO:<Admin.MRC@example.test>\r\n"
+        b"DATA\r\n"
+        b"Blah blah blah...\r\n"
+        b".\r\n"
+        b"QUIT\r\n"
+    )
+    out = driver.feed(session, bytewise=bytewise)
+    # RFC 5321 3.5.3: 252 instead of disclosing whether the user exists.
+    assert codes(out) == [
+        "250",
+        "252 2.5.0",
+        "250 2.1.0",
+        "250 2.1.5",
+        "354",
+        "250 2.0.0",
+        "221 2.0.0",
+    ]
+    assert driver.messages[0].content == b"Blah blah blah...\r\n"
+
+
+def test_rfc3030_pipelined_bdat_example(bytewise: bool) -> None:
+    # RFC 3030 4.3: MAIL, two RCPTs and the chunks in one flight.
+    body1 = b"To: Susan@example.test\r\nFrom: Sam@Random.com\r\nSubject: part 1\r\n\r\nHi\r\n"
+    body2 = b"More text\r\n"
+    batch = (
+        b"EHLO Random.com\r\nMAIL FROM:<Sam@Random.com>\r\n"
+        b"RCPT TO:<Susan@example.test>\r\nRCPT TO:<Jim@example.test>\r\n"
+        + f"BDAT {len(body1)}\r\n".encode()
+        + body1
+        + f"BDAT {len(body2)} LAST\r\n".encode()
+        + body2
+        + b"QUIT\r\n"
+    )
+    driver = new_driver()
+    out = driver.feed(batch, bytewise=bytewise)
+    assert codes(out) == [
+        "250",
+        "250 2.1.0",
+        "250 2.1.5",
+        "250 2.1.5",
+        "250 2.0.0",
+        "250 2.0.0",
+        "221 2.0.0",
+    ]
+    assert driver.messages[0].content == body1 + body2
+    assert [r.address for r in driver.messages[0].recipients] == [
+        "Susan@example.test",
+        "Jim@example.test",
+    ]
