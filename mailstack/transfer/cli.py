@@ -2,8 +2,8 @@
 
 Ctrl-C once stops at the next message boundary and prints the summary
 (exit status 130; running the same command again continues); a second
-Ctrl-C stops at once.  Messages that could not be imported are listed on
-stderr and make the exit status 1.
+Ctrl-C stops at once.  Messages that could not be imported (or lost
+something in an export) are listed on stderr and make the exit status 1.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _run(config: Config, address: str, job: Job) -> None:
     if summary.interrupted:
         raise KeyboardInterrupt
     if summary.errors:
-        raise CliError(f"{len(summary.errors)} items were skipped (listed above)")
+        raise CliError(f"{len(summary.errors)} problems, listed above")
 
 
 def _import_job(list_folders: Callable[[], list[SourceFolder]]) -> Job:

@@ -75,7 +75,7 @@ async def _export(
                     continue
                 pairs.append((record, raw))
             for line in await trio.to_thread.run_sync(write, pairs):
-                progress.error(f"folder {mailbox.name!r}", line)
+                progress.error(f"folder {mailbox.name!r}", line, skipped=False)
             progress.add(len(pairs), sum(len(raw) for _, raw in pairs))
     progress.summary.interrupted = stop.is_set()
     return progress.summary

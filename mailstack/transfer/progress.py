@@ -80,8 +80,9 @@ class Progress:
         self.summary.duplicates += count
         self._show(count)
 
-    def error(self, label: str, reason: str) -> None:
-        line = f"skipped {label}: {reason}"
+    def error(self, label: str, reason: str, *, skipped: bool = True) -> None:
+        """A message or folder left out (``skipped``), or something it lost."""
+        line = f"skipped {label}: {reason}" if skipped else f"{label}: {reason}"
         self.summary.errors.append(line)
         if self._bar is not None:
             self._bar.write(line, file=self._err)

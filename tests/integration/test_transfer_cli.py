@@ -77,7 +77,7 @@ def test_maildir_and_mbox_round_trip_through_the_cli(db: Path, tmp_path: Path) -
     assert first.returncode == 1, first
     stderr = first.stderr.splitlines()
     assert len(stderr) == 3 and "Traceback" not in first.stderr
-    assert stderr[-1] == "mailstack: 2 items were skipped (listed above)"
+    assert stderr[-1] == "mailstack: 2 problems, listed above"
     assert "1700009999.dangling" in first.stderr and "empty file" in first.stderr
     assert "imported 16 messages" in first.stdout
     alice = snapshot(db, "alice@example.test")

@@ -41,15 +41,17 @@ async def fill_source(stack: Stack) -> None:
     await stack.store.append(inbox.id, b"Subject: no id\r\n\r\nbody\r\n")
 
 
-async def copy(source: Stack, target: Store, password: str = "alice-password") -> Summary:
-    _, port = source.addr("imap", implicit_tls=True)
+async def copy(
+    source: Stack, target: Store, password: str = "alice-password", *, implicit_tls: bool = True
+) -> Summary:
+    _, port = source.addr("imap", implicit_tls=implicit_tls)
     account = await target.get_account("bob@example.test")
     assert account is not None
     progress = Progress("imported", out=io.StringIO(), err=io.StringIO(), interactive=False)
     return await import_from_imap(
         target,
         account.id,
-        ImapUrl(True, "alice@example.test", "localhost", port),
+        ImapUrl(implicit_tls, "alice@example.test", "localhost", port),
         password,
         source.client_ssl_context(),
         progress,
@@ -81,3 +83,14 @@ async def test_wrong_password_is_one_clear_error(stack_factory: StackFactory) ->
         source = await stack_factory(services=("imap",))
         with pytest.raises(ImapSourceError, match="localhost"):
             await copy(source, source.store, password="wrong")
+
+
+async def test_starttls_url(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        source = await stack_factory(services=("imap",))
+        await fill_source(source)
+        summary = await copy(source, source.store, implicit_tls=False)
+        # Into bob on the same server: every message is new there.
+        assert summary.messages == 6 and summary.errors == []
+        bob = await trees.snapshot(source.store, "bob@example.test")
+        assert sum(len(v) for v in bob.values()) == 6

@@ -127,3 +127,21 @@ async def test_mbox_round_trip(store: Store, tmp_path: Path) -> None:
     assert again.messages == 0 and again.duplicates == summary.messages
     assert (out / "Entwürfe" / "Ärger.mbox").is_file()
     assert (out / "v1.2.mbox").is_file()
+
+
+async def test_more_than_26_keywords_is_reported(store: Store, tmp_path: Path) -> None:
+    alice = await account_id(store, "alice@example.test")
+    inbox = await store.get_mailbox(alice, "INBOX")
+    assert inbox is not None
+    keywords = [f"kw{n:02}" for n in range(27)]
+    await store.append(inbox.id, b"Subject: many\r\n\r\nx\r\n", flags=keywords)
+    with trio.fail_after(30):
+        summary = await export.export_maildir(
+            store, alice, tmp_path / "out", quiet("exported"), trio.Event()
+        )
+    assert summary.messages == 1
+    assert summary.errors == [
+        "folder 'INBOX': keyword 'kw26' not exported: Maildir has only 26 keyword letters"
+    ]
+    (path,) = (tmp_path / "out" / "cur").iterdir()
+    assert path.name.endswith(":2," + "".join(chr(ord("a") + n) for n in range(26)))
