@@ -141,6 +141,7 @@ def _export_job(write: ExportFn, path: Path) -> Job:
         except export.ExportError as exc:
             raise CliError(str(exc)) from None
         progress = Progress("exported")
+        progress.summary.resume_hint = f"{path} is incomplete: remove it and export again"
         try:
             return await write(store, account_id, path, progress, stop)
         finally:

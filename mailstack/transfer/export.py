@@ -58,7 +58,9 @@ async def _export(
     stop: trio.Event,
     open_folder: Callable[[MailboxRecord, list[MessageRecord]], ChunkWriter],
 ) -> Summary:
-    for mailbox in sorted(await store.list_mailboxes(account_id), key=lambda m: m.name):
+    mailboxes = sorted(await store.list_mailboxes(account_id), key=lambda m: m.name)
+    progress.set_total(sum(m.messages for m in mailboxes))
+    for mailbox in mailboxes:
         if stop.is_set():
             break
         progress.folder(mailbox.name)

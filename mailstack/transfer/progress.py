@@ -26,6 +26,8 @@ class Summary:
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # What to do after an interruption (imports resume; exports start over).
+    resume_hint: str = "run the same command again to continue"
     started: float = field(default_factory=time.monotonic)
 
     def elapsed(self) -> float:
@@ -39,7 +41,7 @@ class Summary:
             f" {self.duplicates} duplicates skipped; {len(self.errors)} errors"
         )
         if self.interrupted:
-            text += "; interrupted: run the same command again to continue"
+            text += f"; interrupted: {self.resume_hint}"
         return text
 
 
@@ -65,6 +67,12 @@ class Progress:
         self._interval = interval
         self._last_line = time.monotonic()
         self._folder = ""
+
+    def set_total(self, total: int) -> None:
+        """The message count, once known (the bar then shows a percentage)."""
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
 
     def folder(self, name: str) -> None:
         self._folder = name

@@ -36,7 +36,8 @@ def test_quiet_between_intervals_and_interrupted_summary() -> None:
 
 def test_terminal_bar() -> None:
     out, err = io.StringIO(), io.StringIO()
-    progress = Progress("imported", total=10, out=out, err=err, interactive=True)
+    progress = Progress("imported", out=out, err=err, interactive=True)
+    progress.set_total(10)
     progress.folder("INBOX")
     progress.add(4, 2 * 1024 * 1024)
     progress.error("x", "bad")
