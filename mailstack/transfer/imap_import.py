@@ -7,6 +7,9 @@ never appears in it.  Per folder we EXAMINE it (read-only: the source's
 FLAGS, INTERNALDATE and the Message-ID of every message, skip what the
 target already holds (``source.Deduper``: Message-ID + size, no download),
 and fetch only the rest with BODY.PEEK[] (RFC 9051 6.4.5), in chunks.
+The source's UIDs and UIDVALIDITY are kept where the target mailbox can
+take them (``Store.adopt_uidvalidity``), so after moving a server under the
+same name the clients' caches stay valid.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _DATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 _FETCH_START = re.compile(rb"^\d+ \(")
+_STATUS_MESSAGES = re.compile(rb"\bMESSAGES (\d+)")
+_STATUS_UIDVALIDITY = re.compile(rb"\bUIDVALIDITY (\d+)")
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<delim>NIL|"(?:\\.|[^"\\])*") ?(?P<name>.*)$')
 
 
@@ -183,8 +188,27 @@ class ImapSource:
             name = _decode_name(raw_name, delimiter)
             if name.upper() == "INBOX":
                 name = "INBOX"
-            found.append(SourceFolder(name, functools.partial(self._items, raw_name, name)))
+            total, uidvalidity = self._status(raw_name)
+            found.append(
+                SourceFolder(
+                    name,
+                    functools.partial(self._items, raw_name, name),
+                    total=total,
+                    uidvalidity=uidvalidity,
+                )
+            )
         return found
+
+    def _status(self, raw_name: bytes) -> tuple[int | None, int | None]:
+        """(MESSAGES, UIDVALIDITY) of a folder (RFC 9051 6.3.11); Nones if
+        the server will not say."""
+        typ, data = self._conn.status(_quote(raw_name), "(MESSAGES UIDVALIDITY)")
+        text = b" ".join(d for d in data if isinstance(d, bytes)) if typ == "OK" else b""
+        messages, uidvalidity = _STATUS_MESSAGES.search(text), _STATUS_UIDVALIDITY.search(text)
+        return (
+            int(messages.group(1)) if messages else None,
+            int(uidvalidity.group(1)) if uidvalidity else None,
+        )
 
     def _items(self, raw_name: bytes, name: str, deduper: Deduper) -> Iterator[SourceItem]:
         try:
@@ -257,7 +281,7 @@ class ImapSource:
                 yield Duplicate(label, len(raw))
                 continue
             when = meta.internal_date or datetime.now().astimezone()
-            yield SourceMessage(label, raw, meta.flags, when)
+            yield SourceMessage(label, raw, meta.flags, when, meta.uid)
 
     def logout(self) -> None:
         try:
@@ -280,6 +304,7 @@ async def import_from_imap(
     source = await trio.to_thread.run_sync(ImapSource, url, password, context)
     try:
         folders = await trio.to_thread.run_sync(source.folders)
+        progress.set_total(sum(f.total or 0 for f in folders))
         return await import_folders(store, account_id, folders, progress, stop)
     finally:
         with trio.CancelScope(shield=True):

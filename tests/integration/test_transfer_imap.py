@@ -14,6 +14,7 @@ from mailstack.transfer.progress import Progress, Summary
 from tests.integration.conftest import Stack, StackFactory
 from tests.unit.transfer import trees
 
+KEPT_UIDVALIDITY = 4242
 SOURCE_FOLDERS = {
     "INBOX": [frozenset({"\\Seen"}), frozenset({"\\Answered", "\\Flagged", "$Label1"})],
     "Work/Projects": [frozenset({"\\Draft", "\\Deleted"})],
@@ -29,6 +30,8 @@ async def fill_source(stack: Stack) -> None:
         mailbox = await stack.store.get_mailbox(account.id, name)
         if mailbox is None:
             mailbox = await stack.store.create_mailbox(account.id, name)
+            # A UIDVALIDITY the target store cannot have handed out itself.
+            assert await stack.store.adopt_uidvalidity(mailbox.id, KEPT_UIDVALIDITY + n)
         for flags in flag_sets:
             n += 1
             when = datetime(2020, 1, n, 12, 0, 0, tzinfo=UTC)
@@ -71,6 +74,22 @@ async def test_import_over_imap_then_again_copies_nothing(stack_factory: StackFa
         copied = await trees.snapshot(target.store, "bob@example.test")
         original = await trees.snapshot(source.store, "alice@example.test")
         assert {k: v for k, v in copied.items() if v} == {k: v for k, v in original.items() if v}
+        # Where the target mailbox never held mail and nobody there uses the
+        # source's UIDVALIDITY, the UIDs are kept (clients need not resync).
+        bob = await target.store.get_account("bob@example.test")
+        assert bob is not None
+        alice = await source.store.get_account("alice@example.test")
+        assert alice is not None
+        kept = 0
+        for mailbox in await target.store.list_mailboxes(bob.id):
+            if mailbox.uidvalidity < KEPT_UIDVALIDITY + 100:
+                kept += 1
+                origin = await source.store.get_mailbox(alice.id, mailbox.name)
+                assert origin is not None and origin.uidvalidity == mailbox.uidvalidity
+                source_uids = [m.uid for m in await source.store.list_messages(origin.id)]
+                target_uids = [m.uid for m in await target.store.list_messages(mailbox.id)]
+                assert source_uids == target_uids and mailbox.uidnext == origin.uidnext
+        assert kept == 2  # Work/Projects and Café/Entwürfe
         # Interrupted or not, a second run copies only what is new.
         second = await copy(source, target.store)
         assert second.messages == 0
