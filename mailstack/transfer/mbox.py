@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from mailstack import mime
 from mailstack.transfer.source import (
     Deduper,
     Duplicate,
@@ -97,11 +98,13 @@ def _message(lines: list[bytes], from_line: bytes, label: str) -> SourceMessage 
     """None for UW-IMAP's folder-state pseudo message."""
     data = b"".join(lines)
     # The empty line before the next From line belongs to the format.
-    if data.endswith(b"\n\n"):
+    if data.endswith(b"\r\n\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n\n"):
         data = data[:-1]
-    body_at = data.find(b"\n\n")
-    header, body = (data, b"") if body_at < 0 else (data[: body_at + 1], data[body_at + 1 :])
-    header, state = _split_state(header)
+    body_start = mime.split_header(data, 0, len(data))
+    header, state = _split_state(data[:body_start])
+    body = data[body_start:]
     if b"x-imap" in state:
         return None
     raw = to_crlf(header + body)

@@ -168,6 +168,14 @@ def test_mboxrd_messages_flags_and_dates() -> None:
     assert two.label == "test.mbox message 2"
 
 
+def test_crlf_mbox() -> None:
+    data = MBOXRD.replace(b"\nbody\n", b"\nbody\nStatus: a body line, not a field\n")
+    one, two = read(data.replace(b"\n", b"\r\n"))
+    assert one.raw.endswith(b"\r\nFrom inside, not after an empty line\r\n")
+    assert two.raw == b"Subject: two\r\n\r\nbody\r\nStatus: a body line, not a field\r\n"
+    assert two.flags == {"\\Draft", "\\Deleted"}
+
+
 def test_mboxo_unquotes_only_one_level() -> None:
     (one, _) = read(MBOXRD, "mboxo")
     assert b"\r\nFrom the start\r\n>>From quoted once\r\n" in one.raw
