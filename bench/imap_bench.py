@@ -459,6 +459,12 @@ service imap-login {{
 service imap {{
   process_limit = {connections + 100}
 }}
+service auth {{
+  client_limit = {connections * 3 + 100}
+}}
+service anvil {{
+  client_limit = {connections * 3 + 100}
+}}
 """
 
     def prepare(self, messages: int, connections: int) -> None:
@@ -466,6 +472,9 @@ service imap {{
         d = self.directory
         for sub in ("run", "state"):
             (d / sub).mkdir(parents=True)
+        # Dovecot's auth process (user dovecot) must reach the passwd file.
+        for path in (d.parent, d):
+            path.chmod(0o755)
         (d / "dovecot.conf").write_text(self.config_text(owner, connections))
         (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
         maildir = d / "mail" / USER
