@@ -94,6 +94,17 @@ class RecipientCache:
         self._entries[key] = (now + self._ttl, targets)
 
 
+async def _postmaster(store: Store, hostname: str) -> str:
+    """RFC 5321 4.1.1.3: <Postmaster> without a domain must be accepted; it is
+    postmaster@ our hostname when that is deliverable, else of the first
+    local domain that has one."""
+    candidates = [hostname] + [d.name for d in await store.list_domains()]
+    for domain in candidates:
+        if await store.resolve_recipient(f"postmaster@{domain}") is not None:
+            return f"postmaster@{domain}"
+    return f"postmaster@{hostname}"
+
+
 async def check_recipient(
     store: Store,
     address: str,
@@ -110,15 +121,15 @@ async def check_recipient(
         targets = cache.get(key, now)
         if targets is not None:
             return RecipientDecision(replies.RECIPIENT_OK, targets)
-    if address == "postmaster":
-        address = f"postmaster@{hostname}"  # RFC 5321 4.1.1.3
-    parts = split_address(address)
-    if parts is None:
-        return RecipientDecision(replies.RELAY_DENIED)
-    local, domain = parts
-    if domain.startswith("["):
-        return RecipientDecision(remote_reply)  # address literals are never local here
     try:
+        if address == "postmaster":
+            address = await _postmaster(store, hostname)
+        parts = split_address(address)
+        if parts is None:
+            return RecipientDecision(replies.RELAY_DENIED)
+        local, domain = parts
+        if domain.startswith("["):
+            return RecipientDecision(remote_reply)  # address literals are never local here
         accounts = await store.resolve_recipient(f"{local}@{domain}")
         if accounts is None:
             if await store.is_local_domain(domain):

@@ -457,3 +457,22 @@ async def test_over_quota_recipient_gets_452_others_delivered(stack_factory: Sta
         assert second["alice@example.test"][1].startswith(b"4.2.2")
         assert len(await messages_of(stack, "alice@example.test")) == 1
         assert len(await messages_of(stack, "bob@example.test")) == 2
+
+
+async def test_postmaster_without_domain_is_accepted(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp",))
+        await stack.store.add_alias("postmaster@example.test", ["bob@example.test"])
+        host, port = stack.addr("smtp")
+
+        def send() -> tuple[int, bytes]:
+            with smtplib.SMTP(host, port, timeout=30) as client:
+                client.ehlo("a.example")
+                client.mail("")
+                reply = client.docmd("RCPT", "TO:<Postmaster>")
+                client.data(MESSAGE)
+                return reply
+
+        assert (await in_thread(send))[0] == 250
+        (raw,) = await messages_of(stack, "bob@example.test")
+        assert raw.startswith(b"Return-Path: <>\r\n") and strip_added(raw) == MESSAGE
