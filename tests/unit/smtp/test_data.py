@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailstack.smtp.data import MAX_TEXT_LINE, DataDecoder, Problem
 
@@ -109,3 +111,13 @@ def test_bare_cr_in_long_line_still_ends_only_at_crlf_dot_crlf() -> None:
     decoder, rest = decode(data, bytewise=False)
     assert rest == b""
     assert Problem.BARE_LINE_ENDING in decoder.problems
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2100), min_size=1, max_size=8))
+def test_long_line_detection_matches_a_plain_split(lengths: list[int]) -> None:
+    data = b"".join(b"x" * n + b"\r\n" for n in lengths)
+    decoder, rest = decode(data + b".\r\n", bytewise=False)
+    assert rest == b""
+    too_long = max(lengths) + 2 > MAX_TEXT_LINE
+    assert (Problem.LINE_TOO_LONG in decoder.problems) == too_long
