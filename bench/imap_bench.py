@@ -477,7 +477,8 @@ service anvil {{
             path.chmod(0o755)
         (d / "dovecot.conf").write_text(self.config_text(owner, connections))
         (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-        maildir = d / "mail" / USER
+        local = USER.split("@")[0]  # %n in mail_location
+        maildir = d / "mail" / local
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True)
         for index in range(messages):
@@ -485,7 +486,7 @@ service anvil {{
             lf = raw.replace(b"\r\n", b"\n")
             name = f"{1700000000 + index}.M{index}P1.bench,S={len(lf)},W={len(raw)}:2,"
             (maildir / "cur" / name).write_bytes(lf)
-        (d / "home" / USER).mkdir(parents=True)
+        (d / "home" / local).mkdir(parents=True)
         for path in [d / "mail", d / "home", *(d / "mail").rglob("*"), *(d / "home").rglob("*")]:
             os.chown(path, owner.pw_uid, owner.pw_gid)
 
@@ -567,7 +568,8 @@ async def main(args: argparse.Namespace) -> None:
     directory = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     results: dict[str, object] = {"messages": args.messages}
     try:
-        results["mailstack"] = await bench_mailstack(directory / "mailstack", args)
+        if args.mailstack:
+            results["mailstack"] = await bench_mailstack(directory / "mailstack", args)
         if args.dovecot and dovecot_available():
             results["dovecot"] = await bench_dovecot(directory / "dovecot", args)
         elif args.dovecot:
@@ -586,6 +588,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--searches", type=int, default=2, help="searches of each kind per client")
     parser.add_argument("--idle", type=int, default=1000, help="IDLE connections (0: skip)")
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
+    parser.add_argument("--no-mailstack", dest="mailstack", action="store_false")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--idlers", help=argparse.SUPPRESS)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
