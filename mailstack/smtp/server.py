@@ -122,21 +122,20 @@ class SmtpSession:
             while True:
                 event = core.next_event()
                 out = core.data_to_send()
-                sent = True
-                timer.deadline = trio.current_time() + (
-                    data_timeout if core.reading_data else command_timeout
-                )
-                if out:
-                    sent = await net.send_all(self._stream, out)
-                if sent and event is None:
+                if out or event is None:
+                    timer.deadline = trio.current_time() + (
+                        data_timeout if core.reading_data else command_timeout
+                    )
+                if out and not await net.send_all(self._stream, out):
+                    return "client vanished"
+                if event is None:
                     if not await self._receive():
                         return "shutdown"
-                timer.deadline = math.inf
-                if not sent:
-                    return "client vanished"
+                    continue
                 if isinstance(event, CloseConnection):
                     return event.reason
-                if event is not None and not await self._answer(event):
+                timer.deadline = math.inf
+                if not await self._answer(event):
                     return "TLS handshake failed"
         core.timed_out()
         with trio.move_on_after(1):
