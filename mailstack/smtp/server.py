@@ -30,6 +30,7 @@ from mailstack.smtp.protocol import (
     Settings,
     SmtpProtocol,
     StartTls,
+    State,
 )
 from mailstack.store.records import TemporaryFailure
 
@@ -70,6 +71,8 @@ class SmtpSession:
         self._log = session_logger(logger, peer.session_id)
         self._account_id: int | None = None
         self._messages = 0
+        self._timer = trio.CancelScope()
+        self.idle = False  # waiting for the client's next command
         self._core = SmtpProtocol(
             Settings(
                 hostname=self._hostname,
@@ -117,49 +120,48 @@ class SmtpSession:
         data_timeout = self._config.data_timeout_seconds
         # One cancel scope for the session whose deadline covers only the
         # waits on the client (RFC 5321 4.5.3.2), never the store; moving a
-        # deadline is cheaper than a new scope per command.
-        with trio.CancelScope() as timer:
+        # deadline is cheaper than a new scope per command.  A graceful stop
+        # cancels it too, but only while the session waits for a command.
+        with self._timer:
             while True:
                 event = core.next_event()
                 out = core.data_to_send()
                 if out or event is None:
-                    timer.deadline = trio.current_time() + (
+                    self._timer.deadline = trio.current_time() + (
                         data_timeout if core.reading_data else command_timeout
                     )
                 if out and not await net.send_all(self._stream, out):
                     return "client vanished"
                 if event is None:
-                    if not await self._receive():
-                        return "shutdown"
+                    between_commands = not core.reading_data
+                    if between_commands and self._ctx.shutdown.started:
+                        break
+                    self.idle = between_commands
+                    data = await net.receive_some(self._stream, RECEIVE_BYTES)
+                    self.idle = False
+                    core.receive_data(data)
                     continue
                 if isinstance(event, CloseConnection):
                     return event.reason
-                timer.deadline = math.inf
+                self._timer.deadline = math.inf
                 if not await self._answer(event):
                     return "TLS handshake failed"
-        core.timed_out()
+        if self._ctx.shutdown.started and core.state is not State.CLOSED:
+            # RFC 5321 3.8: 421 when the service is shutting down.
+            core.shutting_down()
+            reason = "shutdown"
+        else:
+            core.timed_out()
+            reason = "timeout"
         with trio.move_on_after(1):
             await net.send_all(self._stream, core.data_to_send())
-        return "timeout"
+        return reason
 
-    async def _receive(self) -> bool:
-        """Feed the core the client's next bytes; False when a graceful stop
-        ended the wait between commands (421 4.3.2 sent, RFC 5321 3.8).
-        A DATA/BDAT transfer in progress is never cut by the stop."""
-        core = self._core
-        if core.reading_data:
-            core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
-            return True
-        data = b""
-        with self._ctx.shutdown.idle() as stop:
-            data = await net.receive_some(self._stream, RECEIVE_BYTES)
-        if stop.cancelled_caught:
-            core.shutting_down()
-            with trio.move_on_after(1):
-                await net.send_all(self._stream, core.data_to_send())
-            return False
-        core.receive_data(data)
-        return True
+    def stop_if_idle(self) -> None:
+        """A graceful stop began: end the session now if it waits for a
+        command; a DATA transfer or a delivery in progress may finish."""
+        if self.idle:
+            self._timer.cancel()
 
     async def _answer(self, event: Event) -> bool:
         core = self._core
@@ -265,12 +267,24 @@ async def _serve(
 ) -> None:
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     recipients = delivery.RecipientCache()
+    sessions: set[SmtpSession] = set()
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
             ctx, config, stream, peer, submission=submission, recipients=recipients
         )
-        await session.run()
+        sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            sessions.discard(session)
+
+    async def stop_idle_sessions() -> None:
+        # One waiter per listener rather than a ctx.shutdown.idle() scope
+        # around every command wait: this loop is the per-message hot path.
+        await ctx.shutdown.event.wait()
+        for session in list(sessions):
+            session.stop_if_idle()
 
     async with trio.open_nursery() as nursery:
         if not ctx.store.running:
@@ -279,6 +293,7 @@ async def _serve(
             # Store.run's contract: a service handed an open store starts it
             # when it is not running yet.
             await nursery.start(ctx.store.run)
+        nursery.start_soon(stop_idle_sessions)
         bound: list[net.Bound] = []
         for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
             if endpoints:
