@@ -439,6 +439,9 @@ auth_mechanisms = plain
 first_valid_uid = {owner.pw_uid}
 mail_location = maildir:{d}/mail/%n
 default_process_limit = {connections + 100}
+protocol imap {{
+  mail_max_userip_connections = {connections * 2 + 100}
+}}
 default_client_limit = {connections * 2 + 100}
 passdb {{
   driver = passwd-file
