@@ -245,8 +245,11 @@ class SmtpSession:
             self._core.accept(reply)
         else:
             self._core.reject(reply)
+        if not self._log.isEnabledFor(logging.INFO):
+            return  # skip joining the envelope for a line nobody reads
         self._log.info(
-            "message from=<%s> to=%s size=%d tls=%s user=%s result=%d %s",
+            "message peer=%s from=<%s> to=%s size=%d tls=%s user=%s result=%d %s",
+            self._peer.ip,
             event.mail.sender,
             ",".join(f"<{r.address}>" for r in event.recipients),
             len(event.content),
