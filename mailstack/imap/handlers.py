@@ -46,6 +46,9 @@ from mailstack.store.store import Store
 
 Send = Callable[[bytes], Awaitable[None]]
 SYSTEM_FLAG_LIST = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
+# RFC 5258 / 6154 / 5819 LIST options we know.
+LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"})
 # Serialized ENVELOPEs kept (about 300 bytes each).
 MAX_CACHED_ENVELOPES = 100_000
 # Messages whose content SEARCH reads in one store round trip.
@@ -312,6 +315,10 @@ class Handlers:
         return "Done"
 
     async def list(self, cmd: c.ListCmd) -> str:
+        # RFC 5258 3: unknown options, and RECURSIVEMATCH alone, are errors.
+        unknown = set(cmd.selection) - LIST_SELECTION | (set(cmd.returns) - LIST_RETURN)
+        if unknown or cmd.selection == ("RECURSIVEMATCH",):
+            raise CommandFailed("Unsupported LIST option", status="BAD")
         if not cmd.lsub and cmd.patterns == ("",):
             # RFC 9051 6.3.9: an empty pattern asks for the delimiter.
             await self.send(responses.untagged('LIST (\\Noselect) "/" ""'))

@@ -234,6 +234,9 @@ async def test_rev2_esearch_mailbox_management(stack_factory: StackFactory) -> N
                 "special": c.cmd('LIST (SPECIAL-USE) "" "*"'),
                 "namespace": c.cmd("NAMESPACE"),
                 "bad_state": c.cmd("LOGIN a b"),
+                "bad_option": c.cmd('LIST (NOSUCH) "" "*"'),
+                "recursive_alone": c.cmd('LIST (RECURSIVEMATCH) "" "*"'),
+                "subscribed": c.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"'),
             }
             c.close()
             return out
@@ -258,6 +261,10 @@ async def test_rev2_esearch_mailbox_management(stack_factory: StackFactory) -> N
         assert b"\\Sent" in special and b"INBOX" not in special
         assert out["namespace"][0] == b'* NAMESPACE (("" "/")) NIL NIL\r\n'
         assert out["bad_state"][-1].startswith(b"t16 BAD")
+        assert out["bad_option"][-1].startswith(b"t17 BAD")
+        assert out["recursive_alone"][-1].startswith(b"t18 BAD")
+        subscribed = b"".join(out["subscribed"])
+        assert b"\\Subscribed" in subscribed and subscribed.endswith(b"t19 OK LIST completed\r\n")
 
 
 async def test_append_fetch_byte_for_byte_and_flags(stack_factory: StackFactory) -> None:
