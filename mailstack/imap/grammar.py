@@ -155,6 +155,23 @@ def literal(r: Reader) -> bytes:
     return data
 
 
+def literal8(r: Reader) -> bytes:
+    """literal8 = "~{" number64 ["+"] "}" CRLF *OCTET (RFC 3516 / 9051)"""
+    r.expect(b"~")
+    return literal(r)
+
+
+def append_message(r: Reader) -> bytes:
+    """append-data = literal / literal8 / "UTF8" SP "(" literal8 ")" (RFC 6855 4)"""
+    if r.take(b"UTF8 ("):
+        data = literal8(r)
+        r.expect(b")")
+        return data
+    if r.peek() == ord("~"):
+        return literal8(r)
+    return literal(r)
+
+
 def string(r: Reader) -> bytes:
     """string = quoted / literal"""
     if r.peek() == ord('"'):
@@ -668,7 +685,7 @@ def _command_body(r: Reader) -> c.Command:
         if r.peek() == ord('"'):
             when = date_time(r)
             r.sp()
-        return c.Append(box, flags, when, literal(r))
+        return c.Append(box, flags, when, append_message(r))
     if name == "SEARCH":
         return search(r, uid)
     if name == "FETCH":

@@ -272,7 +272,7 @@ async def test_append_fetch_byte_for_byte_and_flags(stack_factory: StackFactory)
         stack = await stack_factory(services=("imap",))
         body = b"Subject: bin\r\n\r\n" + bytes(range(1, 256)) + b"\r\nend\r\n"
 
-        def talk() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        def talk() -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
             c = Client.tls(stack)
             c.login()
             c.send(b"a1 APPEND Drafts (\\Draft $Custom) {%d}\r\n" % len(body))
@@ -282,15 +282,25 @@ async def test_append_fetch_byte_for_byte_and_flags(stack_factory: StackFactory)
             c.cmd("SELECT Drafts")
             fetched = c.cmd("FETCH 1 (FLAGS RFC822)")
             missing = c.cmd("APPEND Nowhere {1+}\r\nx")
+            c.cmd("ENABLE UTF8=ACCEPT")
+            utf8_body = "Subject: Grüße\r\n\r\nçé\r\n".encode()
+            c.send(b"u1 APPEND Drafts UTF8 (~{%d+}\r\n" % len(utf8_body) + utf8_body + b")\r\n")
+            utf8_append = c.until(b"u1")
+            utf8_append += c.cmd("UID FETCH * (ENVELOPE BODY.PEEK[])")
             c.close()
-            return appended, fetched, missing
+            return appended, fetched, missing, utf8_append
 
-        appended, fetched, missing = await in_thread(talk)
+        appended, fetched, missing, utf8_append = await in_thread(talk)
         assert appended[-1].startswith(b"a1 OK [APPENDUID ")
         data = b"".join(fetched)
         assert b"RFC822 {%d}\r\n" % len(body) + body in data
         assert b"\\Draft" in data and b"$Custom" in data
         assert missing[-1].startswith(b"t4 NO [TRYCREATE]")
+        # RFC 6855: APPEND UTF8 (literal8), and UTF-8 in quoted strings once enabled.
+        utf8_data = b"".join(utf8_append)
+        assert b"u1 OK [APPENDUID " in utf8_data
+        assert '"Grüße"'.encode() in utf8_data
+        assert "Subject: Grüße\r\n\r\nçé\r\n".encode() in utf8_data
 
 
 async def test_autologout_and_per_account_limit(stack_factory: StackFactory) -> None:

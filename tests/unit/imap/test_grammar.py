@@ -82,6 +82,10 @@ def test_append() -> None:
     )
     assert tagged.command.message == b"body"
     assert parse(b"a APPEND x {2+}\r\nhi\r\n").command == c.Append("x", (), None, b"hi")
+    # RFC 6855 4 (UTF8=ACCEPT) and literal8 (RFC 3516).
+    utf8 = parse("a APPEND x UTF8 (~{4+}\r\nçé)\r\n".encode())
+    assert utf8.command == c.Append("x", (), None, "çé".encode())
+    assert parse(b"a APPEND x ~{2}\r\n\0\1\r\n").command == c.Append("x", (), None, b"\0\1")
 
 
 def test_fetch_items() -> None:
