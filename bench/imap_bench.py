@@ -355,6 +355,7 @@ async def serve_mailstack(directory: Path) -> None:
     store = await Store.open(config)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)  # what service.run starts for its services
             ctx = ServiceContext(config, store, Authenticator(config, store), TlsProvider(config))
             bound: list[Bound] = await nursery.start(server.serve, ctx)
             print(f"port {bound[0].port}", flush=True)

@@ -216,6 +216,7 @@ async def bench_mailstack(
     figures = {}
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)  # what service.run starts for its services
             ctx = ServiceContext(config, store, Authenticator(config, store), TlsProvider(config))
             bound: list[Bound] = await nursery.start(server.serve, ctx)
             host, port = bound[0].host, bound[0].port

@@ -276,9 +276,16 @@ async def run(
                     trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
                 )
             ctx = ServiceContext(config, store, Authenticator(config, store), tls)
-            await _serve_until_stopped(
-                ctx, selected, signals, stop, drain, grace_seconds, task_status
-            )
+            async with trio.open_nursery() as store_nursery:
+                if not store.running:
+                    # Group commit ("250 after DATA" shares one fsync) and
+                    # the change watcher (IDLE, POP3 expunge notices) for
+                    # every service; it stops once the services have drained.
+                    await store_nursery.start(store.run)
+                await _serve_until_stopped(
+                    ctx, selected, signals, stop, drain, grace_seconds, task_status
+                )
+                store_nursery.cancel_scope.cancel()
         logger.info("stopped")
     finally:
         net.current_drain.reset(drain_token)

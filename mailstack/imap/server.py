@@ -437,27 +437,19 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Connection(ctx, slots, cache, stream, peer).run()
 
-    async with trio.open_nursery() as background:
-        if not ctx.store.running:
-            # IDLE and the cross-session updates need the change watcher
-            # (and APPEND the group-commit writer): Store.run's contract is
-            # that a service handed an open store starts it when not running.
-            await background.start(ctx.store.run)
-        async with trio.open_nursery() as nursery:
-            bound: list[net.Bound] = []
-            for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-                if endpoints:
-                    bound += await nursery.start(
-                        partial(
-                            net.serve_endpoints,
-                            "imap",
-                            handler,
-                            endpoints,
-                            tls=tls,
-                            limits=limits,
-                            refuse=_refuse,
-                        )
+    async with trio.open_nursery() as nursery:
+        bound: list[net.Bound] = []
+        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
+            if endpoints:
+                bound += await nursery.start(
+                    partial(
+                        net.serve_endpoints,
+                        "imap",
+                        handler,
+                        endpoints,
+                        tls=tls,
+                        limits=limits,
+                        refuse=_refuse,
                     )
-            task_status.started(bound)
-        # Every listener drained (graceful stop): the store may stop too.
-        background.cancel_scope.cancel()
+                )
+        task_status.started(bound)

@@ -290,12 +290,6 @@ async def _serve(
             session.stop_if_idle()
 
     async with trio.open_nursery() as nursery:
-        if not ctx.store.running:
-            # "250 after DATA" waits for a commit: without the group-commit
-            # writer every message pays its own transaction and fsync.
-            # Store.run's contract: a service handed an open store starts it
-            # when it is not running yet.
-            await nursery.start(ctx.store.run)
         nursery.start_soon(stop_idle_sessions)
         bound: list[net.Bound] = []
         for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):

@@ -123,7 +123,7 @@ class Store:
     @property
     def running(self) -> bool:
         """True while :meth:`run` (group commit, change notifications) runs.
-        A service handed an open store starts ``run`` only when this is False."""
+        ``service.run`` starts ``run`` for its services unless this is True."""
         return self._writer.running
 
     async def aclose(self) -> None:

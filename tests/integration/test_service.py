@@ -120,7 +120,10 @@ async def test_every_available_service_starts_greets_and_stops(
     if not available:
         pytest.skip("no protocol server built yet")
     with trio.fail_after(30):
-        stack = await stack_factory(services=available)
+        # A grace period longer than fail_after: with no session open, the
+        # stop must not wait it out (every service, the store's writer and
+        # watcher included, ends as soon as its listeners are closed).
+        stack = await stack_factory(services=available, grace_seconds=60.0)
         for name in available:
             for implicit_tls in (False, True):
                 try:
