@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, names
+from mailstack.store import bulk_reads, imap_reads, imports, names, retention, websocket_reads
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -94,7 +94,11 @@ class Store:
             self._limiter = trio.CapacityLimiter(max(1, total - 1))
         else:
             self._limiter = trio.CapacityLimiter(SQLITE_READ_THREADS)
-        self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
+        self._watcher = ChangeWatcher(
+            self._changes_batch,
+            self._last_change_id,
+            poll_seconds=config.database.change_poll_seconds,
+        )
         self._writer = GroupCommitWriter(
             self._writes,
             max_batch=config.database.max_batch,
@@ -360,6 +364,21 @@ class Store:
     async def list_uid_flags(self, mailbox_id: int) -> list[tuple[int, frozenset[str]]]:
         """(UID, flags) of every message, ordered by UID: what SELECT keeps."""
         return await self._read(imap_reads.uid_flags, mailbox_id)
+
+    # -- WebSocket API and capture retention (added by the WebSocket work) ---
+    async def list_messages_page(
+        self, mailbox_id: int, *, after_uid: int, limit: int
+    ) -> list[MessageRecord]:
+        """At most ``limit`` messages with uid > after_uid, ordered by UID."""
+        return await self._read(websocket_reads.messages_page, mailbox_id, after_uid, limit)
+
+    async def prune_mailbox(
+        self, mailbox_id: int, *, keep: int | None, older_than: datetime | None
+    ) -> list[int]:
+        """Retention: expunge the oldest messages beyond the newest ``keep``
+        and those received before ``older_than``, in one transaction (the
+        change log records each expunge); returns their UIDs."""
+        return await self._write(retention.prune_mailbox, mailbox_id, keep, older_than)
 
     # -- bulk import (added by the import/export work; see imports.py) -------
     async def append_many(

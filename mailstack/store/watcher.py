@@ -1,7 +1,8 @@
 """Fan the change log out to this process's subscribers (IDLE, NOTIFY, WebSocket).
 
 One task per Store tails the change log by id (``changes_since(cursor)``, an
-indexed primary-key range query) every ``POLL_SECONDS``, which picks up
+indexed primary-key range query) every ``poll_seconds`` (``[database]
+change_poll_seconds``), which picks up
 commits made by other processes or hosts; after a local commit the writer
 calls :meth:`ChangeWatcher.kick`, so subscribers in the same process hear of
 it at once (within ``COALESCE_SECONDS`` under a stream of commits).
@@ -30,7 +31,9 @@ from mailstack.store.records import Change, StoreError
 
 log = logging.getLogger("mailstack.store")
 
-POLL_SECONDS = 0.15
+# Default poll interval; the WebSocket feed promises events within 100 ms
+# of a commit, also of commits made by other processes.
+POLL_SECONDS = 0.05
 # Least time between two polls (the most a local commit waits to be seen).
 COALESCE_SECONDS = 0.01
 QUEUE_SIZE = 1000
@@ -44,7 +47,10 @@ class ChangeWatcher:
         self,
         changes_since: Callable[[int, int], Awaitable[list[Change]]],
         last_change_id: Callable[[], Awaitable[int]],
+        *,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        self._poll_seconds = poll_seconds
         self._changes_since = changes_since
         self._last_change_id = last_change_id
         self._subscribers: dict[int, set[trio.MemorySendChannel[Change]]] = {}
@@ -68,7 +74,7 @@ class ChangeWatcher:
         task_status.started()
         try:
             while True:
-                with trio.move_on_after(POLL_SECONDS):
+                with trio.move_on_after(self._poll_seconds):
                     await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 try:
