@@ -375,6 +375,8 @@ def _validate_capture(capture: CaptureConfig, source: str) -> None:
         raise ConfigError(source, "capture.account", "required when capture.enabled is true")
     if capture.account and not _is_address(capture.account):
         raise ConfigError(source, "capture.account", f"not an address: {capture.account!r}")
+    if capture.retention_interval_seconds < 1:
+        raise ConfigError(source, "capture.retention_interval_seconds", "must be at least 1")
     if capture.fault_injection and not capture.enabled:
         raise ConfigError(source, "capture.fault_injection", "needs capture.enabled = true")
     caught: set[str] = set()
