@@ -6,9 +6,10 @@ on its own loopback ports.  They share nothing but the database, so what one
 host learns of the other's work came through PostgreSQL: UIDs allocated
 under the database's locks, LISTEN/NOTIFY waking IDLE, maildrop locks as rows.
 
-The database restart test runs only when MAILSTACK_TEST_PG_RESTART holds
-the command that restarts the server (``.ci/run`` sets it: CI runs the
-suite serially; a restart would break other test runs sharing the server).
+The tests that stop or restart the database server run only when
+MAILSTACK_TEST_PG_CTL holds the command that controls it, such as
+``pg_ctlcluster 15 main`` (``.ci/run`` sets it: CI runs the suite serially;
+elsewhere a restart would break other test runs sharing the server).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="MAILSTACK_TEST_PG_URL is not
 
 ALICE = "alice@example.test"
 PASSWORD = ACCOUNTS[ALICE]
-RESTART_COMMAND = os.environ.get("MAILSTACK_TEST_PG_RESTART", "")
+# e.g. "pg_ctlcluster 15 main": the test appends stop, start or restart.
+PG_CTL = shlex.split(os.environ.get("MAILSTACK_TEST_PG_CTL", ""))
+needs_pg_ctl = pytest.mark.skipif(not PG_CTL, reason="MAILSTACK_TEST_PG_CTL is not set")
 DELIVERIES = 200
 SENDERS_PER_HOST = 8
 IDLE_ROUNDS = 10
@@ -288,7 +291,12 @@ def stored_subjects(port: int) -> set[str]:
             time.sleep(0.5)
 
 
-@pytest.mark.skipif(not RESTART_COMMAND, reason="MAILSTACK_TEST_PG_RESTART is not set")
+def pg_ctl(action: str) -> None:
+    result = subprocess.run([*PG_CTL, action], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@needs_pg_ctl
 async def test_database_restart_loses_no_acknowledged_message(cluster: Cluster) -> None:
     tallies = [Tally([]) for _ in cluster.hosts]
     until = threading.Event()
@@ -305,12 +313,7 @@ async def test_database_restart_loses_no_acknowledged_message(cluster: Cluster) 
                 )
             await trio.sleep(1.0)
             before = sum(len(t.acknowledged) for t in tallies)
-            restart = await trio.to_thread.run_sync(
-                lambda: subprocess.run(
-                    shlex.split(RESTART_COMMAND), capture_output=True, text=True, timeout=60
-                )
-            )
-            assert restart.returncode == 0, restart.stderr
+            await trio.to_thread.run_sync(pg_ctl, "restart")
             # Both hosts recover on their own: deliveries succeed again.
             while True:
                 if sum(len(t.acknowledged) for t in tallies) >= before + 40:
@@ -321,3 +324,50 @@ async def test_database_restart_loses_no_acknowledged_message(cluster: Cluster) 
     acknowledged = [subject for t in tallies for subject in t.acknowledged]
     assert before > 0 and len(acknowledged) >= before + 40
     assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)[:10]
+
+
+def temporary_errors_while_down(host: Host) -> None:
+    """With the database stopped every protocol answers with its temporary error."""
+    imap = imaplib.IMAP4("127.0.0.1", host.port("imap"), timeout=30)
+    imap.login(ALICE, PASSWORD)  # logged in before the outage
+    pg_ctl("stop")
+    try:
+        with smtplib.SMTP("127.0.0.1", host.port("smtp"), timeout=30) as client:
+            client.ehlo()
+            client.mail("carol@remote.test")
+            code, reply = client.rcpt(ALICE)
+            assert (code, reply[:5]) == (451, b"4.3.0"), (code, reply)
+        status, data = imap.status("INBOX", "(MESSAGES)")
+        assert status == "NO" and b"[UNAVAILABLE]" in data[0], (status, data)
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+            imaplib.IMAP4("127.0.0.1", host.port("imap"), timeout=30).login(ALICE, PASSWORD)
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+            pop3_login(host.port("pop3"))
+    finally:
+        pg_ctl("start")
+    imap.logout()
+
+
+def recovers(host: Host) -> None:
+    """Every protocol works again without restarting the host."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            send_batch(host.port("smtp"), ["after the outage"])
+            pop3_login(host.port("pop3")).quit()
+            return
+        except (smtplib.SMTPException, poplib.error_proto, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@needs_pg_ctl
+async def test_database_outage_gives_temporary_errors_then_recovers(cluster: Cluster) -> None:
+    host = cluster.hosts[0]
+    with trio.fail_after(120):
+        await trio.to_thread.run_sync(temporary_errors_while_down, host)
+        await trio.to_thread.run_sync(recovers, host)
+        assert "after the outage" in await trio.to_thread.run_sync(
+            stored_subjects, cluster.hosts[1].port("imap")
+        )

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 PG_URL = os.environ.get("MAILSTACK_TEST_PG_URL", "")
 
@@ -17,7 +18,9 @@ PG_URL = os.environ.get("MAILSTACK_TEST_PG_URL", "")
 def fresh_schema(prefix: str = "test") -> Iterator[str]:
     """A URL whose connections use a new, empty schema; dropped afterwards."""
     schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    # NullPool: a fresh connection each time, so a test that restarts the
+    # server does not leave the DROP below a dead pooled connection.
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
