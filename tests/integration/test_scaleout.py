@@ -32,13 +32,10 @@ import trio
 import trustme
 from imapclient import IMAPClient
 
-from mailstack.config import Config, DatabaseConfig
-from mailstack.store import migrate
-from mailstack.store.store import Store
-from tests.support.frontends import SOURCE_ROOT, Host, running_hosts
+from tests.support.frontends import SOURCE_ROOT, Host, prepare_database, running_hosts
 from tests.support.pg import PG_URL, fresh_schema
 
-from .conftest import ACCOUNTS, CHEAP_AUTH, create_accounts
+from .conftest import ACCOUNTS
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="MAILSTACK_TEST_PG_URL is not set")
 
@@ -65,16 +62,6 @@ def message(subject: str) -> bytes:
         f"From: carol@remote.test\r\nTo: {ALICE}\r\nSubject: {subject}\r\n"
         f"Message-ID: <{subject.replace(' ', '.')}@remote.test>\r\n\r\nBody of {subject}.\r\n"
     ).encode()
-
-
-async def prepare_database(url: str, directory: Path) -> None:
-    await trio.to_thread.run_sync(migrate.upgrade, url)
-    config = Config(data_dir=str(directory), database=DatabaseConfig(url=url), auth=CHEAP_AUTH)
-    store = await Store.open(config)
-    try:
-        await create_accounts(store, config)
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture

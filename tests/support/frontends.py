@@ -3,7 +3,8 @@
 Used by tests/integration/test_scaleout.py and bench/scaleout_bench.py.
 Each host gets its own config file and data_dir (as separate machines
 would), the same database URL and the same TLS certificate, and listens on
-127.0.0.1 port 0; its ports are read from the ``listening: ...`` lines that
+127.0.0.1 port 0 (without a certificate each generates its own);
+its ports are read from the ``listening: ...`` lines that
 ``mailstack serve`` prints once every listener is bound.
 """
 
@@ -20,6 +21,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
+
+from mailstack.config import Config, DatabaseConfig
+from mailstack.store import migrate
+from mailstack.store.store import Store
+from tests.integration.conftest import CHEAP_AUTH, create_accounts
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"^listening: (\w+) (tcp|tls)://127\.0\.0\.1:(\d+)$")
@@ -42,13 +50,24 @@ class Host:
         return "".join(self.stderr_lines)
 
 
+async def prepare_database(url: str, directory: Path) -> None:
+    """Migrate ``url`` and create the integration tests' domain and accounts."""
+    await trio.to_thread.run_sync(migrate.upgrade, url)
+    config = Config(data_dir=str(directory), database=DatabaseConfig(url=url), auth=CHEAP_AUTH)
+    store = await Store.open(config)
+    try:
+        await create_accounts(store, config)
+    finally:
+        await store.aclose()
+
+
 def write_config(
     path: Path,
     *,
     name: str,
     database_url: str,
-    cert_file: Path,
-    key_file: Path,
+    cert_file: Path | None,
+    key_file: Path | None,
     services: Sequence[str],
     database: dict[str, object] | None = None,
     log_level: str = "warning",
@@ -61,9 +80,6 @@ def write_config(
         "[database]",
         f"url = {json.dumps(database_url)}",
         *(f"{key} = {json.dumps(value)}" for key, value in (database or {}).items()),
-        "[tls]",
-        f"cert_file = {json.dumps(str(cert_file))}",
-        f"key_file = {json.dumps(str(key_file))}",
         "[auth]",
         "argon2_time_cost = 1",
         "argon2_memory_kib = 1024",
@@ -71,6 +87,9 @@ def write_config(
         "[logging]",
         f"level = {json.dumps(log_level)}",
     ]
+    if cert_file and key_file:
+        lines += ["[tls]", f"cert_file = {json.dumps(str(cert_file))}"]
+        lines.append(f"key_file = {json.dumps(str(key_file))}")
     for service in services:
         lines += [f"[{service}]", 'listen = ["127.0.0.1:0"]']
         if service in ("imap", "pop3"):
@@ -134,8 +153,8 @@ def running_hosts(
     count: int,
     *,
     database_url: str,
-    cert_file: Path,
-    key_file: Path,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
     services: Sequence[str] = ("smtp", "imap", "pop3"),
     database: dict[str, object] | None = None,
 ) -> Iterator[list[Host]]:
