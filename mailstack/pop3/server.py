@@ -8,7 +8,6 @@ deletions via the Store, TLS via net.start_tls) and moves bytes.
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import trio
 
@@ -273,19 +272,13 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Session(ctx, locks, stream, peer).run()
 
-    async with trio.open_nursery() as nursery:
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        "pop3",
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
-        task_status.started(bound)
+    await net.serve_plain_and_tls(
+        "pop3",
+        handler,
+        config.listen,
+        config.tls_listen,
+        tls=ctx.tls,
+        limits=limits,
+        refuse=_refuse,
+        task_status=task_status,
+    )
