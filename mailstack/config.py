@@ -72,6 +72,9 @@ class DatabaseConfig:
     # PostgreSQL: other hosts' changes arrive by LISTEN/NOTIFY; the change
     # watcher also polls this often in case a notification was missed.
     safety_poll_seconds: float = 5.0
+    # PostgreSQL: how long opening a connection may take before the request
+    # fails with a temporary error (libpq connect_timeout, whole seconds).
+    connect_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +339,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
     if config.database.max_overflow < 0:
         raise ConfigError(source, "database.max_overflow", "must not be negative")
+    if config.database.connect_timeout_seconds < 1:
+        raise ConfigError(source, "database.connect_timeout_seconds", "must be at least 1")
     if config.database.safety_poll_seconds <= 0:
         raise ConfigError(source, "database.safety_poll_seconds", "must be positive")
     if config.pop3.lock_expiry_seconds < 3:

@@ -47,12 +47,12 @@ class ChangeNotifications:
     """``run(wake)`` listens until cancelled, calling ``wake()`` (on the trio
     thread) for every committed change-log write of this schema."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, connect_args: dict[str, Any]) -> None:
         # The engine's own connect arguments: same host, credentials and
         # options (search_path) as every pooled connection.
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._connect_args: tuple[Any, ...] = tuple(args)
-        self._connect_kwargs: dict[str, Any] = dict(kwargs)
+        self._connect_kwargs: dict[str, Any] = {**kwargs, **connect_args}
 
     async def run(self, wake: Callable[[], None]) -> None:
         stop = threading.Event()

@@ -102,7 +102,9 @@ class Store:
                 self._changes_batch,
                 self._last_change_id,
                 poll_seconds=config.database.safety_poll_seconds,
-                notifications=ChangeNotifications(engine).run,
+                notifications=ChangeNotifications(
+                    engine, engines.pg_connect_args(config.database)
+                ).run,
             )
         else:
             self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)

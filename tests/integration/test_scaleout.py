@@ -19,6 +19,7 @@ import os
 import poplib
 import shlex
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -210,23 +211,32 @@ def serve_fails(config_file: Path) -> str:
 async def test_start_refuses_an_unmigrated_or_unreachable_database(
     pg_schema: str, tmp_path: Path
 ) -> None:
-    """One clear line, no traceback (the schema here is empty)."""
-    config_file = tmp_path / "host.toml"
-    config_file.write_text(
-        f'data_dir = "{tmp_path}/data"\n[database]\nurl = "{pg_schema}"\n'
-        '[smtp]\nlisten = ["127.0.0.1:0"]\n',
-        encoding="utf-8",
-    )
-    line = await trio.to_thread.run_sync(serve_fails, config_file)
-    assert "mailstack db upgrade" in line
+    """One clear line, no traceback."""
+
+    def serve_on(url: str) -> str:
+        config_file = tmp_path / "host.toml"
+        config_file.write_text(
+            f'data_dir = "{tmp_path}/data"\n[database]\nurl = "{url}"\n'
+            'connect_timeout_seconds = 2\n[smtp]\nlisten = ["127.0.0.1:0"]\n',
+            encoding="utf-8",
+        )
+        return serve_fails(config_file)
+
+    # The schema is empty: never migrated.
+    assert "mailstack db upgrade" in await trio.to_thread.run_sync(serve_on, pg_schema)
     # Port 9 (discard) on loopback: nothing listens there.
-    unreachable = "postgresql+psycopg://postgres@127.0.0.1:9/test"
-    config_file.write_text(
-        config_file.read_text(encoding="utf-8").replace(pg_schema, unreachable),
-        encoding="utf-8",
-    )
-    line = await trio.to_thread.run_sync(serve_fails, config_file)
+    line = await trio.to_thread.run_sync(serve_on, "postgresql+psycopg://postgres@127.0.0.1:9/x")
     assert "cannot reach the database" in line
+    # A server that accepts the connection and never answers (a host
+    # dropping packets looks the same): [database] connect_timeout_seconds.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/x"
+        started = time.monotonic()
+        line = await trio.to_thread.run_sync(serve_on, url)
+    assert "cannot reach the database" in line and "timeout" in line
+    assert time.monotonic() - started < 20
 
 
 # -- the database restarts while both hosts take mail ---------------------------
