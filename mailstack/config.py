@@ -9,6 +9,7 @@ which the CLI prints as one line (exit status 2, see ``cli.py``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -68,8 +69,15 @@ class DatabaseConfig:
     busy_timeout_ms: int = 10_000
     # Group commit: how many deliveries one transaction may carry.
     max_batch: int = 64
-    # How often each process reads the change log for commits made by other
-    # processes (IMAP IDLE, POP3, WebSocket events); local commits are seen at once.
+    # PostgreSQL: other hosts' changes arrive by LISTEN/NOTIFY; the change
+    # watcher also polls this often in case a notification was missed.
+    safety_poll_seconds: float = 5.0
+    # PostgreSQL: how long opening a connection may take before the request
+    # fails with a temporary error (libpq connect_timeout, whole seconds).
+    connect_timeout_seconds: float = 10.0
+    # SQLite: how often each process reads the change log for commits made
+    # by other processes (IMAP IDLE, POP3, WebSocket events); local commits
+    # are seen at once.
     change_poll_seconds: float = 0.05
 
 
@@ -159,6 +167,10 @@ class Pop3Config:
     # RFC 1939 3: autologout timer of at least 10 minutes.
     idle_timeout_seconds: float = 600.0
     allow_plaintext_login: bool = False
+    # The maildrop lock (RFC 1939 8) is a row in the store, renewed every
+    # third of this while the session lasts; a host that dies leaves its
+    # locks to lapse after this long.
+    lock_expiry_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +220,14 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsConfig:
+    # Resolvers for every lookup (MX, A/AAAA, TXT for SPF/DKIM/DMARC) as
+    # "IP:PORT"; empty means the system's (/etc/resolv.conf).
+    nameservers: tuple[Endpoint, ...] = ()
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     # After SIGTERM (systemctl stop): listeners close at once, open sessions
     # get this long to finish, then are cancelled.  Keep it below the unit's
@@ -230,6 +250,7 @@ SECTIONS: dict[str, type] = {
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
     "capture": CaptureConfig,
+    "dns": DnsConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
 }
@@ -248,6 +269,7 @@ class Config:
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
@@ -359,6 +381,23 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
+    if config.database.max_overflow < 0:
+        raise ConfigError(source, "database.max_overflow", "must not be negative")
+    if config.database.connect_timeout_seconds < 1:
+        raise ConfigError(source, "database.connect_timeout_seconds", "must be at least 1")
+    if config.database.safety_poll_seconds <= 0:
+        raise ConfigError(source, "database.safety_poll_seconds", "must be positive")
+    if config.pop3.lock_expiry_seconds < 3:
+        raise ConfigError(source, "pop3.lock_expiry_seconds", "must be at least 3")
+    for i, server in enumerate(config.dns.nameservers):
+        try:
+            ipaddress.ip_address(server.host)
+        except ValueError:
+            raise ConfigError(
+                source, f"dns.nameservers[{i}]", f"{server.host!r} is not an IP address"
+            ) from None
+    if config.dns.timeout_seconds <= 0:
+        raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
     if not 0.001 <= config.database.change_poll_seconds <= 60:
         raise ConfigError(source, "database.change_poll_seconds", "must be 0.001 to 60")
     _validate_auth(config.auth, source)
