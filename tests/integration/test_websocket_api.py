@@ -10,12 +10,14 @@ import smtplib
 import time
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
+from functools import partial
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket
 
 from mailstack.config import Endpoint
+from mailstack.websocket import client
 from mailstack.websocket.protocol import basic_authorization
 from mailstack.websocket.server import warn_if_exposed
 from tests.integration.conftest import Stack, StackFactory
@@ -288,3 +290,28 @@ async def test_accounts_see_only_their_own_mail(stack_factory: StackFactory) -> 
             await trio.to_thread.run_sync(send_mail, stack, "bob@example.test", "for bob")
             assert (await bob.event("message.new"))["subject"] == "for bob"
             assert (await bob.result("messages"))["total"] == 1
+
+
+async def test_watch_prints_new_messages(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=SERVICES)
+        host, port = stack.addr("websocket")
+        url = f"ws://{host}:{port}/"
+        lines: list[str] = []
+        hello, arrived = trio.Event(), trio.Event()
+
+        def show(line: str) -> None:
+            lines.append(line)
+            (arrived if " uid " in line else hello).set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(client.watch, url, *ALICE, ssl_context=None, show=show))
+            await hello.wait()
+            await trio.to_thread.run_sync(send_mail, stack, "alice@example.test", "watched message")
+            await arrived.wait()
+            nursery.cancel_scope.cancel()
+        assert lines[0] == "watching alice@example.test (protocol version 1)"
+        assert "from sender@elsewhere.test  to alice@example.test" in lines[1]
+        assert '"watched message"' in lines[1]
+        with pytest.raises(client.WatchError, match="authentication failed"):
+            await client.watch(url, ALICE[0], "wrong", ssl_context=None, show=show)
