@@ -227,7 +227,7 @@ async def serve(
         log = session_logger(logger, peer.session_id)
         async with trio.open_nursery() as nursery:
             # The nursery holds trio-websocket's reader task for this stream.
-            account: AccountRecord | None = None
+            request: WebSocketRequest | None = None
             with trio.move_on_after(config.handshake_timeout_seconds):
                 request = await wrap_server_stream(
                     nursery,
@@ -235,14 +235,24 @@ async def serve(
                     message_queue_size=MESSAGE_QUEUE_SIZE,
                     max_message_size=config.max_request_bytes,
                 )
-                account = await _authenticate(ctx, request, peer)
-            if account is None:  # rejected, or the handshake timed out
+            if request is None:  # no upgrade request in time
                 nursery.cancel_scope.cancel()
                 return
-            # Subscribed before the client hears "hello": every change from
-            # then on reaches it.
-            channel = ctx.store.subscribe(account.id)
-            ws = await request.accept()
+            try:
+                # Outside the handshake timeout: a throttled failure is
+                # answered late (auth/throttle.py), but still with a 401.
+                account = await _authenticate(ctx, request, peer)
+                if account is None:
+                    nursery.cancel_scope.cancel()
+                    return
+                # Subscribed before the client hears "hello": every change
+                # from then on reaches it.
+                channel = ctx.store.subscribe(account.id)
+                ws = await request.accept()
+            except ConnectionClosed:
+                log.info("websocket client left during the handshake peer=%s", peer.ip)
+                nursery.cancel_scope.cancel()
+                return
             log.info("websocket login account=%r peer=%s", account.address, peer.ip)
             session = WebSocketSession(ctx, config, ws, account, cache, log)
             reason = "error"

@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 
 from mailstack.config import Endpoint
 from mailstack.websocket import client
@@ -315,3 +315,19 @@ async def test_watch_prints_new_messages(stack_factory: StackFactory) -> None:
         assert '"watched message"' in lines[1]
         with pytest.raises(client.WatchError, match="authentication failed"):
             await client.watch(url, ALICE[0], "wrong", ssl_context=None, show=show)
+
+
+async def test_oversized_request_and_graceful_stop(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=SERVICES, websocket={"max_request_bytes": 1024})
+        async with ws(stack) as big:
+            await big.send({"id": 1, "type": "mailboxes", "pad": "x" * 2000})
+            with pytest.raises(ConnectionClosed) as info:
+                await big.reply(1)
+            assert info.value.reason is not None and info.value.reason.code == 1009
+        async with ws(stack) as client:
+            stack.stop.set()
+            with pytest.raises(ConnectionClosed) as info:
+                await client.event()
+            assert info.value.reason is not None and info.value.reason.code == 1001
+            await stack.stopped.wait()
