@@ -401,7 +401,19 @@ def _validate(config: Config) -> None:
     if not 0.001 <= config.database.change_poll_seconds <= 60:
         raise ConfigError(source, "database.change_poll_seconds", "must be 0.001 to 60")
     _validate_auth(config.auth, source)
+    _validate_websocket(config.websocket, source)
     _validate_capture(config.capture, source)
+
+
+def _validate_websocket(ws: WebsocketConfig, source: str) -> None:
+    for key, least in (
+        ("max_page_size", 1),
+        ("max_waits_per_connection", 1),
+        ("max_request_bytes", 1024),
+        ("handshake_timeout_seconds", 1),
+    ):
+        if getattr(ws, key) < least:
+            raise ConfigError(source, f"websocket.{key}", f"must be at least {least}")
 
 
 def _is_address(text: str) -> bool:

@@ -5,6 +5,7 @@ through real smtplib sessions."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import imaplib
 import poplib
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from mailstack import check
 from mailstack.config import CaptureInbox, ConfigError
 from tests.integration.conftest import Stack, StackFactory
 from tests.support.ws import connect
@@ -256,3 +258,21 @@ async def test_missing_capture_account_stops_the_start(stack_factory: StackFacto
         error = error.exceptions[0]
     assert isinstance(error, ConfigError)
     assert "nobody@example.test does not exist" in str(error)
+
+
+async def test_check_names_missing_capture_accounts(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await capture_stack(stack_factory)
+        assert await trio.to_thread.run_sync(check.database_problems, stack.config) == []
+        inboxes = (
+            *stack.config.capture.inboxes,
+            CaptureInbox("carol@example.test", ("c.example",)),
+        )
+        config = stack.config.replace(
+            capture=dataclasses.replace(stack.config.capture, inboxes=inboxes)
+        )
+        problems = await trio.to_thread.run_sync(check.database_problems, config)
+        assert [str(p) for p in problems] == [
+            "capture: capture account carol@example.test does not exist: "
+            "`mailstack user add carol@example.test`"
+        ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from mailstack.cli import dev_config
 from mailstack.config import CaptureInbox, ConfigError, parse_config
 
 GOOD = """
@@ -45,9 +48,18 @@ def test_capture_section() -> None:
         ("[capture]\nretention_interval_seconds = 0\n", "capture.retention_interval_seconds"),
         ("[database]\nchange_poll_seconds = 0\n", "database.change_poll_seconds"),
         ("[websocket]\nmax_page_size = -1\n", "websocket.max_page_size"),
+        ("[websocket]\nmax_page_size = 0\n", "websocket.max_page_size"),
+        ("[websocket]\nmax_request_bytes = 10\n", "websocket.max_request_bytes"),
     ],
 )
 def test_capture_mistakes(text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "x.toml")
     assert info.value.key == key
+
+
+def test_dev_capture_config(tmp_path: Path) -> None:
+    config = dev_config(tmp_path, capture_account="demo@example.test")
+    assert config.capture.enabled and config.capture.fault_injection
+    assert config.capture.account == "demo@example.test"
+    assert not dev_config(tmp_path).capture.enabled
