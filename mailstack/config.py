@@ -75,10 +75,10 @@ class DatabaseConfig:
     # PostgreSQL: how long opening a connection may take before the request
     # fails with a temporary error (libpq connect_timeout, whole seconds).
     connect_timeout_seconds: float = 10.0
-    # SQLite: how often each process reads the change log for commits made
-    # by other processes (IMAP IDLE, POP3, WebSocket events); local commits
-    # are seen at once.
-    change_poll_seconds: float = 0.05
+    # SQLite: how often each process looks at the database files (a stat, no
+    # query) for commits made by other processes (IMAP IDLE, POP3, WebSocket
+    # events); local commits are seen at once.
+    change_check_seconds: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,8 +398,8 @@ def _validate(config: Config) -> None:
             ) from None
     if config.dns.timeout_seconds <= 0:
         raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
-    if not 0.001 <= config.database.change_poll_seconds <= 60:
-        raise ConfigError(source, "database.change_poll_seconds", "must be 0.001 to 60")
+    if not 0.001 <= config.database.change_check_seconds <= 60:
+        raise ConfigError(source, "database.change_check_seconds", "must be 0.001 to 60")
     _validate_auth(config.auth, source)
     _validate_websocket(config.websocket, source)
     _validate_capture(config.capture, source)

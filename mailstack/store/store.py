@@ -24,6 +24,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import trio
@@ -62,6 +63,7 @@ from mailstack.store.records import (
     TemporaryFailure,
     TooBig,
 )
+from mailstack.store.sqlite_changes import SqliteFileWatch
 from mailstack.store.watcher import ChangeWatcher
 from mailstack.store.writer import GroupCommitWriter, Work
 
@@ -115,10 +117,16 @@ class Store:
                 ).run,
             )
         else:
+            # Other processes' commits are seen by watching the database
+            # files (sqlite_changes.py); the poll is a safety net.
+            database = engine.url.database
+            watch = None
+            if database and database != ":memory:":
+                watch = SqliteFileWatch(Path(database), config.database.change_check_seconds)
             self._watcher = ChangeWatcher(
                 self._changes_batch,
                 self._last_change_id,
-                poll_seconds=config.database.change_poll_seconds,
+                notifications=None if watch is None else watch.run,
             )
         self._writer = GroupCommitWriter(
             self._writes,

@@ -126,7 +126,7 @@ async def events_of_another_process(stack_factory: StackFactory, stack: Stack) -
     other = await stack_factory(services=("smtp",), database={"url": stack.config.database_url})
     assert other.store is not stack.store
     async with ws(stack) as client:
-        # Brought by polling (SQLite, [database] change_poll_seconds) or by
+        # Brought by the file watch (SQLite, [database] change_check_seconds) or by
         # NOTIFY (PostgreSQL); the latency is bench/ws_bench.py's business.
         await trio.to_thread.run_sync(send_mail, other, "alice@example.test", "from afar")
         event = await client.event("message.new")
