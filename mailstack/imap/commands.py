@@ -133,11 +133,21 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One more message of a MULTIAPPEND (RFC 3502)."""
+
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Append:
     mailbox: str
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
+    more: tuple[AppendMessage, ...] = ()  # MULTIAPPEND: the messages after the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +206,46 @@ class Copy:
 
 
 @dataclass(frozen=True, slots=True)
+class Sort:
+    """SORT (RFC 5256) and ESORT's RETURN options (RFC 5267)."""
+
+    uid: bool
+    criteria: tuple[tuple[str, bool], ...]  # (sort-key, REVERSE), most significant first
+    key: SearchKey
+    charset: str
+    returns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    uid: bool
+    algorithm: str  # ORDEREDSUBJECT or REFERENCES (RFC 5256)
+    key: SearchKey
+    charset: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuota:
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot:
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    root: str
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Compress:
+    mechanism: str  # RFC 4978: DEFLATE
+
+
+@dataclass(frozen=True, slots=True)
 class Id:
     params: tuple[tuple[str, str | None], ...] | None
 
@@ -232,6 +282,12 @@ Command = (
     | Copy
     | Id
     | Idle
+    | Sort
+    | Thread
+    | GetQuota
+    | GetQuotaRoot
+    | SetQuota
+    | Compress
 )
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from mailstack.imap import commands as c
 from mailstack.imap.framing import Frame
 from mailstack.imap.sequence import STAR, SequenceSet
+from mailstack.imap.sort import CRITERIA as SORT_CRITERIA
 
 
 class ParseError(Exception):
@@ -528,11 +529,79 @@ def search(r: Reader, uid: bool) -> c.Search:
     if r.take(b"CHARSET "):
         charset = astring(r).upper()
         r.sp()
+    return c.Search(uid, search_keys(r), charset, returns)
+
+
+def search_keys(r: Reader) -> c.SearchKey:
+    """search-key *(SP search-key), one key (several are an AND)"""
     keys = [search_key(r)]
     while r.take(b" "):
         keys.append(search_key(r))
-    key = keys[0] if len(keys) == 1 else c.SearchKey("AND", tuple(keys))
-    return c.Search(uid, key, charset, returns)
+    return keys[0] if len(keys) == 1 else c.SearchKey("AND", tuple(keys))
+
+
+def sort(r: Reader, uid: bool) -> c.Sort:
+    """sort = ["UID" SP] "SORT" [search-return-opts] SP sort-criteria SP
+    search-criteria (RFC 5256, ESORT RFC 5267); sort-criteria = "("
+    sort-criterion *(SP sort-criterion) ")"; sort-criterion = ["REVERSE" SP]
+    sort-key; search-criteria = charset 1*(SP search-key)"""
+    returns: tuple[str, ...] | None = None
+    if r.take(b"RETURN "):
+        returns = _paren_atoms(r) or ("ALL",)
+        r.sp()
+    r.expect(b"(")
+    criteria: list[tuple[str, bool]] = []
+    while True:
+        reverse = r.take(b"REVERSE ")
+        name = atom(r).upper()
+        if name not in SORT_CRITERIA:
+            raise ParseError(f"unknown sort criterion {name!r}")
+        criteria.append((name, reverse))
+        if r.take(b")"):
+            break
+        r.sp()
+    r.sp()
+    charset = astring(r).upper()
+    r.sp()
+    return c.Sort(uid, tuple(criteria), search_keys(r), charset, returns)
+
+
+def thread(r: Reader, uid: bool) -> c.Thread:
+    """thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria (RFC 5256)"""
+    algorithm = atom(r).upper()
+    r.sp()
+    charset = astring(r).upper()
+    r.sp()
+    return c.Thread(uid, algorithm, search_keys(r), charset)
+
+
+def _append_message(r: Reader) -> c.AppendMessage:
+    """append-message = [SP flag-list] [SP date-time] SP append-data (RFC 3502,
+    the SP before it already taken)"""
+    flags: tuple[str, ...] = ()
+    when = None
+    if r.peek() == ord("("):
+        flags = flag_list(r)
+        r.sp()
+    if r.peek() == ord('"'):
+        when = date_time(r)
+        r.sp()
+    return c.AppendMessage(flags, when, append_message(r))
+
+
+def _setquota(r: Reader) -> c.SetQuota:
+    """setquota = "SETQUOTA" SP quota-root-name SP setquota-list (RFC 9208);
+    setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")" """
+    root = astring(r)
+    r.sp()
+    r.expect(b"(")
+    limits: list[tuple[str, int]] = []
+    while not r.take(b")"):
+        name = atom(r).upper()
+        r.sp()
+        limits.append((name, number(r)))
+        r.take(b" ")
+    return c.SetQuota(root, tuple(limits))
 
 
 def _list(r: Reader, lsub: bool) -> c.ListCmd:
@@ -609,8 +678,8 @@ def _command_body(r: Reader) -> c.Command:
         r.sp()
         uid = True
         name = atom(r).upper()
-        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
-            raise ParseError("UID needs FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE")
+        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
+            raise ParseError("UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD")
     simple: dict[str, c.Command] = {
         "CAPABILITY": c.Capability(),
         "NOOP": c.Noop(),
@@ -677,17 +746,25 @@ def _command_body(r: Reader) -> c.Command:
     if name == "APPEND":
         box = mailbox(r)
         r.sp()
-        flags: tuple[str, ...] = ()
-        when = None
-        if r.peek() == ord("("):
-            flags = flag_list(r)
-            r.sp()
-        if r.peek() == ord('"'):
-            when = date_time(r)
-            r.sp()
-        return c.Append(box, flags, when, append_message(r))
+        first = _append_message(r)
+        more: list[c.AppendMessage] = []
+        while r.take(b" "):  # MULTIAPPEND (RFC 3502)
+            more.append(_append_message(r))
+        return c.Append(box, first.flags, first.date, first.message, tuple(more))
     if name == "SEARCH":
         return search(r, uid)
+    if name == "SORT":
+        return sort(r, uid)
+    if name == "THREAD":
+        return thread(r, uid)
+    if name == "GETQUOTA":
+        return c.GetQuota(astring(r))
+    if name == "GETQUOTAROOT":
+        return c.GetQuotaRoot(mailbox(r))
+    if name == "SETQUOTA":
+        return _setquota(r)
+    if name == "COMPRESS":
+        return c.Compress(atom(r).upper())
     if name == "FETCH":
         seq = sequence_set(r)
         r.sp()

@@ -8,7 +8,7 @@ modules; this file only joins them to the Store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import trio
@@ -393,6 +393,10 @@ class Handlers:
                     messages = await self.store.list_uid_flags(mailbox.id)
                     deleted = sum(1 for _, flags in messages if "\\Deleted" in flags)
                 value = deleted
+            elif item == "DELETED-STORAGE":
+                # RFC 9208 4.2: what EXPUNGE would free, in 1024-octet units.
+                records = await self.cache.records(self.store, mailbox)
+                value = -(-sum(r.size for r in records if "\\Deleted" in r.flags) // 1024)
             else:
                 raise CommandFailed(f"Unknown status item {item}", status="BAD")
             values.append(f"{item} {value}")
@@ -407,20 +411,25 @@ class Handlers:
 
     async def append(self, cmd: c.Append) -> tuple[str, str]:
         mailbox = await self._mailbox(cmd.mailbox, missing_code="TRYCREATE")
-        if len(cmd.message) > self.ctx.config.imap.max_literal_bytes:
+        # MULTIAPPEND (RFC 3502): every message or none.
+        messages = [(cmd.message, cmd.flags, cmd.date)]
+        messages += [(m.message, m.flags, m.date) for m in cmd.more]
+        if any(len(raw) > self.ctx.config.imap.max_literal_bytes for raw, _, _ in messages):
             raise CommandFailed("Message too big", "TOOBIG")
-        flags = [f for f in cmd.flags if f != "\\Recent"]
         try:
-            stored = await self.store.append(
-                mailbox.id, cmd.message, flags=flags, internal_date=cmd.date
+            stored = await self.store.append_all(
+                mailbox.id,
+                [(raw, [f for f in fl if f != "\\Recent"], when) for raw, fl, when in messages],
             )
         except TooBig:
             raise CommandFailed("Message too big", "TOOBIG") from None
         except OverQuota:
             raise CommandFailed("Quota exceeded", "OVERQUOTA") from None
         if self.view is not None and self.view.mailbox_id == mailbox.id:
-            self.view.message_added(stored.uid)
-        return f"APPENDUID {stored.uidvalidity} {stored.uid}", "Append completed"
+            for where in stored:
+                self.view.message_added(where.uid)
+        uids = from_numbers([where.uid for where in stored])
+        return f"APPENDUID {stored[0].uidvalidity} {uids}", "Append completed"
 
     async def close(self, *, expunge: bool) -> str:
         mailbox, _ = self._selected()
@@ -444,13 +453,14 @@ class Handlers:
             await self.send(b"* %d EXPUNGE\r\n" % seq)
         return "Expunge completed"
 
-    async def search(self, cmd: c.Search, tag: str) -> str:
+    async def search_uids(self, key: c.SearchKey, charset: str | None) -> Sequence[int]:
+        """UIDs of the messages matching ``key``, in mailbox order (SEARCH, SORT, THREAD)."""
         mailbox, view = self._selected()
-        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+        if charset not in (None, "UTF-8", "US-ASCII"):
             raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
         records = await self.cache.records(self.store, mailbox)
         scope = Scope(view.exists, view.uids.max, datetime.now(UTC), self.saved)
-        content = needs_content(cmd.key)
+        content = needs_content(key)
         found: list[int] = []  # UIDs in mailbox order
         visible = [r for r in records if view.seq_of(r.uid) is not None]
         for start in range(0, len(visible), SEARCH_BATCH):
@@ -465,10 +475,15 @@ class Handlers:
                 # Decoding bodies is CPU work: off the event loop, so other
                 # sessions (IDLE pushes) keep going meanwhile.
                 found += await trio.to_thread.run_sync(
-                    _matching, cmd.key, batch, scope, limiter=SEARCH_LIMITER
+                    _matching, key, batch, scope, limiter=SEARCH_LIMITER
                 )
             else:
-                found += _matching(cmd.key, batch, scope)
+                found += _matching(key, batch, scope)
+        return found
+
+    async def search(self, cmd: c.Search, tag: str) -> str:
+        _, view = self._selected()
+        found = await self.search_uids(cmd.key, cmd.charset)
         numbers = found if cmd.uid else [view.seq_of(u) or 0 for u in found]
         returns = cmd.returns
         if returns is None and self.session.rev2:

@@ -16,7 +16,8 @@ import trio
 from mailstack import net
 from mailstack.auth import sasl
 from mailstack.imap import commands as c
-from mailstack.imap import responses
+from mailstack.imap import quota, responses, sorting
+from mailstack.imap.compress import DeflateStream
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
 from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
@@ -285,6 +286,18 @@ class Connection:
             text = await h.fetch(cmd)
         elif isinstance(cmd, c.Store):
             text = await h.store_flags(cmd)
+        elif isinstance(cmd, c.Sort):
+            text = await sorting.sort(h, cmd, tag)
+        elif isinstance(cmd, c.Thread):
+            text = await sorting.thread_command(h, cmd)
+        elif isinstance(cmd, c.GetQuota):
+            text = await quota.getquota(h, cmd)
+        elif isinstance(cmd, c.GetQuotaRoot):
+            text = await quota.getquotaroot(h, cmd)
+        elif isinstance(cmd, c.SetQuota):
+            text = await quota.setquota(h, cmd)
+        elif isinstance(cmd, c.Compress):
+            return await self.compress(tag, cmd)
         else:
             code, text = await h.copy(cmd)
         by_number = isinstance(cmd, NO_EXPUNGE_AFTER) and not getattr(cmd, "uid", True)
@@ -310,6 +323,20 @@ class Connection:
             return True
         self.log.info("imap STARTTLS handshake timed out")
         return False
+
+    async def compress(self, tag: str, cmd: c.Compress) -> bool:
+        """RFC 4978 3: deflate both ways from the octet after the tagged OK."""
+        if cmd.mechanism != "DEFLATE":
+            raise CommandFailed("Unknown compression mechanism", status="BAD")
+        if isinstance(self.stream, DeflateStream):
+            raise CommandFailed("Compression is already active", "COMPRESSIONACTIVE")
+        await self.send(responses.tagged(tag, "OK", "DEFLATE active"))
+        await self.flush_out()
+        # A client waits for the OK before it compresses (RFC 4978 3), so
+        # nothing it sent before can belong to the compressed stream.
+        self.framer = Framer(self.config.max_line_bytes, self.config.max_literal_bytes)
+        self.stream = DeflateStream(self.stream)
+        return True
 
     async def authenticate(self, tag: str, cmd: c.Authenticate) -> None:
         if cmd.mechanism in sasl.PLAINTEXT_MECHANISMS and not self.session.login_allowed:

@@ -150,6 +150,9 @@ class Message(Base):
     envelope: Mapped[Any] = mapped_column(JSON)
     bodystructure: Mapped[Any] = mapped_column(JSON)
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    # SORT/THREAD keys derived at delivery (mailstack.imap.sort_keys);
+    # NULL for messages stored before revision 0002.
+    sort_keys: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ChangeLog(Base):

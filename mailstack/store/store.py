@@ -283,6 +283,28 @@ class Store:
 
         return await self._write_prepared(prepare, inserts_only=True)
 
+    async def append_all(
+        self,
+        mailbox_id: int,
+        messages: Sequence[tuple[bytes, Iterable[str], datetime | None]],
+    ) -> list[StoredMessage]:
+        """IMAP MULTIAPPEND (RFC 3502): (raw, flags, internal date) each, all
+        or none (one transaction), UIDs consecutive in the order given.
+        Raises TooBig / OverQuota / InvalidName (a flag) for the whole call."""
+        limit = self._config.imap.max_literal_bytes
+        if any(len(raw) > limit for raw, _, _ in messages):
+            raise TooBig(f"message is larger than {limit} bytes")
+        now = datetime.now(UTC)
+        checked = [
+            (raw, names.normalize_flags(flags), when or now) for raw, flags, when in messages
+        ]
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analyzed = [(raw, mime.analyze(raw), flags, when) for raw, flags, when in checked]
+            return lambda session: tx.append_all(session, mailbox_id, analyzed)
+
+        return await self._write_prepared(prepare, inserts_only=True)
+
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""
         return await self._read(tx.list_messages, mailbox_id, since_uid)
