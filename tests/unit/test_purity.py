@@ -31,6 +31,11 @@ PURE_NAMES = (
     "sequence.py",
     "search.py",
     "bodystructure.py",
+    "sort.py",
+    "thread.py",
+    "base_subject.py",
+    "collation.py",
+    "sort_keys.py",
 )
 
 
