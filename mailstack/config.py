@@ -124,6 +124,9 @@ class SmtpConfig:
     data_timeout_seconds: float = 600.0
     # Submission only: allow AUTH without TLS when the client is on loopback.
     allow_plaintext_auth_on_loopback: bool = False
+    # A recipient over quota: "temporary" (452 4.2.2, the client retries) or
+    # "permanent" (552 5.2.2, the sender gets a bounce).  RFC 5321 4.2.5 / RFC 3463.
+    over_quota: str = "temporary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +228,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OVER_QUOTA = ("temporary", "permanent")
 
 
 def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
@@ -312,6 +316,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(source, f"{section}.max_recipients", "must be at least 1")
         if smtp.max_message_bytes < 1024:
             raise ConfigError(source, f"{section}.max_message_bytes", "must be at least 1024")
+        if smtp.over_quota not in OVER_QUOTA:
+            raise ConfigError(
+                source, f"{section}.over_quota", f"must be one of {', '.join(OVER_QUOTA)}"
+            )
     if config.imap.idle_timeout_seconds and config.imap.idle_timeout_seconds < 1:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
