@@ -549,7 +549,10 @@ class Handlers:
                 if seq is None or (needs_raw and record.content_id not in raws):
                     continue  # expunged meanwhile (RFC 9051 7.4.1 lets us omit it)
                 tree = mime.parse_tree(raw) if needs_raw else None
-                parts = [self._fetch_item(item, record, view, raw, tree, utf8) for item in items]
+                try:
+                    parts = [self._fetch_item(i, record, view, raw, tree, utf8) for i in items]
+                except bodystructure.UnknownEncoding:
+                    raise CommandFailed("Cannot decode this part", "UNKNOWN-CTE") from None
                 await self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
         return "Fetch completed"
 
