@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import imaplib
 import re
-import ssl
 import zlib
 from typing import Any
 
@@ -263,7 +262,8 @@ async def test_quota_and_overquota(stack_factory: StackFactory) -> None:
         assert out["set"][0] == "NO" and b"[NOPERM]" in out["set"][1][0]
         status = out["status"][1][0]
         assert b"MESSAGES 1 DELETED 1 DELETED-STORAGE 3 SIZE 3016" in status
-        # RFC 9208 5.3: OVERQUOTA on APPEND and COPY; MOVE within the account frees as much as it takes.
+        # RFC 9208: OVERQUOTA on APPEND and COPY; a MOVE inside the account
+        # frees what it takes.
         assert out["append2"][0] == "NO" and b"[OVERQUOTA]" in out["append2"][1][0]
         assert out["copy"][0] == "NO" and b"[OVERQUOTA]" in out["copy"][1][0]
         assert out["move"][0] == "OK"
