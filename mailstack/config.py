@@ -9,6 +9,7 @@ which the CLI prints as one line (exit status 2, see ``cli.py``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -170,6 +171,14 @@ class WebsocketConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsConfig:
+    # Resolvers for every lookup (MX, A/AAAA, TXT for SPF/DKIM/DMARC) as
+    # "IP:PORT"; empty means the system's (/etc/resolv.conf).
+    nameservers: tuple[Endpoint, ...] = ()
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     # After SIGTERM (systemctl stop): listeners close at once, open sessions
     # get this long to finish, then are cancelled.  Keep it below the unit's
@@ -191,6 +200,7 @@ SECTIONS: dict[str, type] = {
     "imap": ImapConfig,
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
+    "dns": DnsConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
 }
@@ -208,6 +218,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
@@ -324,6 +335,15 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
+    for i, server in enumerate(config.dns.nameservers):
+        try:
+            ipaddress.ip_address(server.host)
+        except ValueError:
+            raise ConfigError(
+                source, f"dns.nameservers[{i}]", f"{server.host!r} is not an IP address"
+            ) from None
+    if config.dns.timeout_seconds <= 0:
+        raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
     _validate_auth(config.auth, source)
 
 
