@@ -7,7 +7,7 @@ of messages through References, far deeper than Python's recursion limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mailstack.imap.sort import Sortable, sent_date
@@ -58,16 +58,17 @@ def ordered_subject(items: Sequence[Sortable]) -> list[Node]:
     return sorted(threads.values(), key=_node_key)
 
 
-def _post_order(roots: list[Node]) -> Iterator[Node]:
-    """Every node below ``roots``, children before their parent."""
-    stack: list[tuple[Node, bool]] = [(root, False) for root in reversed(roots)]
+def _post_order(roots: list[Node]) -> list[Node]:
+    """Every node below ``roots``, each after all of its descendants (a
+    reversed pre-order)."""
+    order: list[Node] = []
+    stack = list(roots)
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            yield node
-            continue
-        stack.append((node, True))
-        stack.extend((child, False) for child in reversed(node.children))
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    order.reverse()
+    return order
 
 
 def _is_ancestor(candidate: Node, node: Node) -> bool:
