@@ -5,6 +5,7 @@ algorithms, including the THREAD responses of RFC 5256 4."""
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from mailstack.imap import thread
 from mailstack.imap.base_subject import extract
 from mailstack.imap.collation import casemap
 from mailstack.imap.sort import Sortable, order
+from mailstack.imap.sorting import keys_of
+from mailstack.store.records import MessageRecord
 
 # -- base subject ---------------------------------------------------------------
 
@@ -242,3 +245,24 @@ def test_references_deep_chain_does_not_recurse() -> None:
 def test_thread_empty() -> None:
     assert thread.serialize(thread.references([])) == ""
     assert thread.serialize(thread.ordered_subject([])) == ""
+
+
+def test_messages_stored_before_sort_keys_get_them_from_stored_fields() -> None:
+    raw = b"From: =?utf-8?q?=C3=84nne?= <a@x>\r\nSubject: Fwd: plan\r\nMessage-ID: <p@x>\r\n\r\nx"
+    analysis = mime.analyze(raw)
+    old = MessageRecord(
+        id=99,
+        mailbox_id=1,
+        uid=1,
+        modseq=1,
+        flags=frozenset(),
+        internal_date=datetime(2026, 1, 1, tzinfo=UTC),
+        size=len(raw),
+        content_id=1,
+        envelope=analysis.envelope,
+        bodystructure=analysis.bodystructure,
+        headers=analysis.headers,
+        sort_keys=None,  # stored before revision 0002
+    )
+    assert keys_of(old) == analysis.sort_keys
+    assert keys_of(old)["displayfrom"] == casemap("Änne")
