@@ -15,7 +15,7 @@ from mailstack.imap import thread
 from mailstack.imap.base_subject import extract
 from mailstack.imap.collation import casemap
 from mailstack.imap.sort import Sortable, order
-from mailstack.imap.sorting import keys_of
+from mailstack.imap import sorting
 from mailstack.store.records import MessageRecord
 
 # -- base subject ---------------------------------------------------------------
@@ -264,5 +264,5 @@ def test_messages_stored_before_sort_keys_get_them_from_stored_fields() -> None:
         headers=analysis.headers,
         sort_keys=None,  # stored before revision 0002
     )
-    assert keys_of(old) == analysis.sort_keys
-    assert keys_of(old)["displayfrom"] == casemap("Änne")
+    assert sorting.keys_of(old) == analysis.sort_keys
+    assert sorting.keys_of(old)["displayfrom"] == casemap("Änne")
