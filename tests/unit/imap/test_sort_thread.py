@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from mailstack import mime
-from mailstack.imap import thread
+from mailstack.imap import sorting, thread
 from mailstack.imap.base_subject import extract
 from mailstack.imap.collation import casemap
 from mailstack.imap.sort import Sortable, order
-from mailstack.imap import sorting
 from mailstack.store.records import MessageRecord
 
 # -- base subject ---------------------------------------------------------------
