@@ -35,11 +35,10 @@ _ENV_FROM, _ENV_TO, _ENV_CC = 2, 5, 6
 
 
 def _first_address(addresses: Any) -> list[Any] | None:
-    """The first real address of an ENVELOPE address list (group markers skipped)."""
-    for address in addresses or ():
-        if address[3] is not None:
-            return list(address)
-    return None
+    """The first address of an ENVELOPE address list.  A group's start
+    marker counts, its mailbox being the group name (RFC 9051 7.5.2), as in
+    Dovecot."""
+    return list(addresses[0]) if addresses else None
 
 
 def _mailbox_key(addresses: Any) -> str:
@@ -52,6 +51,8 @@ def _display_key(addresses: Any, decode: Callable[[str], str]) -> str:
     if first is None:
         return ""
     name = decode(first[0]).strip() if first[0] else ""
+    if not name and first[3] is None:  # a group: its name
+        name = decode(first[2] or "").strip()
     return casemap(name or f"{first[2]}@{first[3]}")
 
 

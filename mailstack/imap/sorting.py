@@ -53,7 +53,8 @@ async def _matching(h: Handlers, key: c.SearchKey, charset: str, uid: bool) -> l
             Sortable(
                 number=record.uid if uid else seq,
                 position=seq,
-                arrival=record.internal_date.timestamp(),
+                # Whole seconds, as clients see INTERNALDATE.
+                arrival=int(record.internal_date.timestamp()),
                 size=record.size,
                 keys=keys_of(record),
             )

@@ -81,12 +81,6 @@ def _is_ancestor(candidate: Node, node: Node) -> bool:
     return False
 
 
-def _link(parent: Node, child: Node) -> None:
-    if child.parent is not None:
-        child.parent.children.remove(child)
-    parent.add(child)
-
-
 def _build_links(items: Sequence[Sortable]) -> list[Node]:
     """Step 1 (link by Message-ID and References) and step 2 (the root set)."""
     by_id: dict[str, Node] = {}
@@ -119,9 +113,14 @@ def _build_links(items: Sequence[Sortable]) -> list[Node]:
                 previous.add(current)
             previous = current
         # (1B) The last reference is the message's parent: the message's own
-        # header outranks a parent guessed from another message's References.
+        # header outranks a parent guessed from another message's References,
+        # so that guess goes even when the message names no parent at all
+        # (as Dovecot does; RFC 5256 explains the break as a truncated header).
+        if node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
         if previous is not None and not _is_ancestor(node, previous):
-            _link(previous, node)
+            previous.add(node)
     # (2) The roots: everything without a parent (dummies included).
     seen: set[int] = set()
     roots: list[Node] = []

@@ -88,9 +88,10 @@ def test_sort_keys_addresses_and_display_names() -> None:
         b"In-Reply-To: <p1@x> <p2@x>\r\n"
         b"Date: garbage\r\n\r\nbody"
     )
-    assert keys["from"] == "ZOE" and keys["to"] == "BOB" and keys["cc"] == "CAROL"
+    # A group counts as the first address, its name as the mailbox (as Dovecot).
+    assert keys["from"] == "ZOE" and keys["to"] == "UNDISCLOSED" and keys["cc"] == "CAROL"
     assert keys["displayfrom"] == casemap("Zöe")
-    assert keys["displayto"] == "BOB"
+    assert keys["displayto"] == "UNDISCLOSED"
     assert keys["date"] is None
     assert keys["id"] == "<m1@x>" and keys["refs"] == ["<p1@x>"]
     bare = keys_of(b"From: zoe@example.test\r\nReferences: <a@x>\r\n <b@x>\r\n\r\n")
@@ -265,3 +266,18 @@ def test_messages_stored_before_sort_keys_get_them_from_stored_fields() -> None:
     )
     assert sorting.keys_of(old) == analysis.sort_keys
     assert sorting.keys_of(old)["displayfrom"] == casemap("Änne")
+
+
+def test_references_own_header_outranks_anothers_guess() -> None:
+    # Message 2 claims <b@x> replies to <a@x> (message 1); message 3 is
+    # <b@x> and names no parent: it is a root (as in Dovecot), 2 below it.
+    items = [
+        message(1, 1, "one", "<a@x>"),
+        message(2, 2, "two", "<c@x>", "<a@x>", "<b@x>"),
+        message(3, 3, "three", "<b@x>"),
+    ]
+    assert thread.serialize(thread.references(items)) == "(1)(3 2)"
+    # A parent the message names itself replaces the guessed one.
+    items[2] = message(3, 3, "three", "<b@x>", "<d@x>")
+    items.append(message(4, 4, "four", "<d@x>"))
+    assert thread.serialize(thread.references(items)) == "(1)(4 3 2)"
