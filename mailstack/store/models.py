@@ -151,7 +151,7 @@ class Message(Base):
     bodystructure: Mapped[Any] = mapped_column(JSON)
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
     # SORT/THREAD keys derived at delivery (mailstack.imap.sort_keys);
-    # NULL for messages stored before revision 0002.
+    # NULL for messages stored before revision 0003_imapext.
     sort_keys: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 

@@ -262,7 +262,7 @@ def test_messages_stored_before_sort_keys_get_them_from_stored_fields() -> None:
         envelope=analysis.envelope,
         bodystructure=analysis.bodystructure,
         headers=analysis.headers,
-        sort_keys=None,  # stored before revision 0002
+        sort_keys=None,  # stored before revision 0003_imapext
     )
     assert sorting.keys_of(old) == analysis.sort_keys
     assert sorting.keys_of(old)["displayfrom"] == casemap("Änne")

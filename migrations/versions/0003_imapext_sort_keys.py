@@ -1,7 +1,7 @@
 """messages.sort_keys: SORT and THREAD keys derived at delivery.
 
-Revision ID: 0002_imapext
-Revises: 0001
+Revision ID: 0003_imapext
+Revises: 0002_pg
 Create Date: 2026-11-29
 
 Messages stored before this revision keep NULL; IMAP derives their keys
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_imapext"
-down_revision: str | None = "0001"
+revision: str = "0003_imapext"
+down_revision: str | None = "0002_pg"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
