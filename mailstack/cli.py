@@ -295,6 +295,8 @@ def dev_config(data_dir: Path) -> Config:
             listen=endpoints(plain),
             tls_listen=endpoints(tls),
             allow_plaintext_auth_on_loopback=True,
+            # Local test mail: no SPF/DKIM/DMARC lookups (nor their DNS waits).
+            authentication_checks=False,
         )
 
     imap_plain, imap_tls = DEV_PORTS["imap"]
