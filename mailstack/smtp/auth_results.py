@@ -21,6 +21,7 @@ class MethodResult:
     method: str  # spf, dkim, dmarc (RFC 8601 6.2 registry)
     result: str
     reason: str = ""
+    comment: str = ""  # e.g. the DMARC policy, as receivers commonly show it
     properties: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
 
@@ -38,6 +39,9 @@ def header(authserv_id: str, results: Sequence[MethodResult]) -> bytes:
     parts = []
     for r in results:
         text = f"{r.method}={r.result}"
+        if r.comment:
+            escaped = re.sub(r"([()\\])", r"\\\1", _printable(r.comment))
+            text += f" ({escaped})"
         if r.reason:
             text += f" reason={value(_printable(r.reason))}"
         for name, prop in r.properties:

@@ -219,11 +219,9 @@ def _report(
         if r.signature_start:
             properties.append(("header.b", r.signature_start))
         results.append(MethodResult("dkim", r.result, r.reason, tuple(properties)))
-    dmarc_reason = verdict.reason
-    if verdict.policy:
-        dmarc_reason = f"p={verdict.policy} dis={verdict.disposition}" + (
-            f" {verdict.reason}" if verdict.reason and verdict.result != "fail" else ""
-        )
+    policy = f"p={verdict.policy} dis={verdict.disposition}" if verdict.policy else ""
     from_property = (("header.from", verdict.from_domain),) if verdict.from_domain else ()
-    results.append(MethodResult("dmarc", verdict.result, dmarc_reason, from_property))
+    results.append(
+        MethodResult("dmarc", verdict.result, verdict.reason, from_property, comment=policy)
+    )
     return results
