@@ -21,8 +21,8 @@ class MethodResult:
     method: str  # spf, dkim, dmarc (RFC 8601 6.2 registry)
     result: str
     reason: str = ""
-    comment: str = ""  # e.g. the DMARC policy, as receivers commonly show it
     properties: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    comment: str = ""  # e.g. the DMARC policy, as receivers commonly show it
 
 
 def value(text: str) -> str:

@@ -61,6 +61,9 @@ def verify_all(
             reason = str(exc).partition(" (")[0]
             results.append(DkimResult("fail", domain, selector, start, reason))
             continue
+        except Exception as exc:  # dkimpy on hostile input: not our crash
+            results.append(DkimResult("permerror", domain, selector, start, repr(exc)))
+            continue
         if passed:
             results.append(DkimResult("pass", domain, selector, start, ""))
         else:

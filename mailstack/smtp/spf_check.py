@@ -81,6 +81,8 @@ def check(
         result, explanation = "temperror", str(exc)
     except spf.PermError as exc:
         result, explanation = "permerror", str(exc)
+    except Exception as exc:  # pyspf on hostile input (RFC 7208 2.6.7)
+        result, explanation = "permerror", repr(exc)
     finally:
         _resolver.reset(token)
     return SpfResult(identity, domain, str(result), str(explanation))

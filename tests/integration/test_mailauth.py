@@ -135,7 +135,7 @@ async def test_mx_results_and_dmarc_reject(
         assert results[1][2].startswith("dkim=pass")
         assert results[1][3].startswith("dmarc=pass")
         assert results[2][0] == "spf=pass smtp.mailfrom=sender.test"
-        assert results[2][2].startswith('dkim=fail reason="body hash mismatch" header.d=sender.test')
+        assert results[2][2].startswith('dkim=fail reason="body hash mismatch" header.d=')
         assert results[2][3].startswith("dmarc=pass")
         for raw in stored:
             assert authentication_results(raw)[0].startswith("mail.example.test;")
