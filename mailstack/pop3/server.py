@@ -8,7 +8,6 @@ deletions via the Store, TLS via net.start_tls) and moves bytes.
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import trio
 
@@ -101,14 +100,25 @@ class Session:
             sent = not out
             # RFC 1939 3: the autologout timer covers a client that stops
             # talking and also one that stops reading our replies.
+            stopping = False
             with trio.move_on_after(self._idle_seconds) as idle:
                 if out:
                     sent = await net.send_all(self._stream, out)
                 if sent and event is None:
-                    core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
-            if idle.cancelled_caught:
-                self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
-                core.timed_out()
+                    # Waiting for the next command: a graceful server stop
+                    # may end the wait (ctx.shutdown), work in progress may not.
+                    with self._ctx.shutdown.idle() as stop:
+                        data = await net.receive_some(self._stream, RECEIVE_BYTES)
+                    stopping = stop.cancelled_caught
+                    if not stopping:
+                        core.receive_data(data)
+            if idle.cancelled_caught or stopping:
+                if stopping:
+                    self._log.info("pop3 session closed: server shutting down")
+                    core.shutting_down()
+                else:
+                    self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
+                    core.timed_out()
                 with trio.move_on_after(GOODBYE_SECONDS):
                     await net.send_all(self._stream, core.data_to_send())
                 return
@@ -273,19 +283,13 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Session(ctx, locks, stream, peer).run()
 
-    async with trio.open_nursery() as nursery:
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        "pop3",
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
-        task_status.started(bound)
+    await net.serve_plain_and_tls(
+        "pop3",
+        handler,
+        config.listen,
+        config.tls_listen,
+        tls=ctx.tls,
+        limits=limits,
+        refuse=_refuse,
+        task_status=task_status,
+    )
