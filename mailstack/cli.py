@@ -525,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     from mailstack.transfer.cli import add_commands as add_transfer_commands
 
     add_transfer_commands(commands)
+
+    # dkim keygen / dns-records (email authentication) live with their code.
+    from mailstack.smtp.mailauth_cli import add_commands as add_mailauth_commands
+
+    add_mailauth_commands(commands)
     return parser
 
 

@@ -108,7 +108,7 @@ def parse(domain: str, selector: str, pem: bytes) -> SigningKey:
         )
         algorithm = "ed25519"
     else:
-        raise UnusableKey(f"{type(key).__name__} keys cannot sign DKIM (RSA or Ed25519)")
+        raise UnusableKey("not an RSA or Ed25519 key: only those sign DKIM")
     return SigningKey(
         domain=domain.lower().rstrip("."),
         selector=selector.lower(),
