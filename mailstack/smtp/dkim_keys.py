@@ -121,13 +121,10 @@ def parse(domain: str, selector: str, pem: bytes) -> SigningKey:
 def load(config: Config) -> list[SigningKey]:
     """Every ``[[dkim.keys]]`` entry, read and checked; ConfigError names the
     entry whose file is not a usable key."""
-    keys = []
-    for i, entry in enumerate(config.dkim.keys):
-        keys.append(_load_one(config, i, entry))
-    return keys
+    return [load_entry(config, i, entry) for i, entry in enumerate(config.dkim.keys)]
 
 
-def _load_one(config: Config, index: int, entry: DkimKey) -> SigningKey:
+def load_entry(config: Config, index: int, entry: DkimKey) -> SigningKey:
     where = f"dkim.keys[{index}].key_file"
     try:
         pem = Path(entry.key_file).read_bytes()

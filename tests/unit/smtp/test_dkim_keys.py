@@ -98,3 +98,15 @@ def test_signer_picks_keys_by_from_domain_and_oversigns() -> None:
     fields = signed_fields(message)
     assert fields.count(b"from") == 2 and fields.count(b"subject") == 2
     assert b"received" not in fields  # RFC 6376 5.4.1: never trace fields
+
+
+def test_mailstack_check_names_each_unusable_key(tmp_path: Path) -> None:
+    from mailstack.check import dkim_problems
+
+    good, bad = tmp_path / "good.key", tmp_path / "bad.key"
+    good.write_bytes(dkim_keys.generate("ed25519"))
+    bad.write_bytes(b"junk")
+    config = parse_config(key_table(good) + key_table(bad, selector="s2"), "t.toml")
+    (problem,) = dkim_problems(config)
+    assert problem.subject == "dkim.keys[1].key_file"
+    assert "not an unencrypted PEM private key" in problem.message
