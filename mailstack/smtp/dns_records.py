@@ -1,5 +1,5 @@
-"""Every DNS record a mail domain needs, in zone-file syntax (RFC 1035 5),
-from the configuration: MX (RFC 5321 5.1), SPF (RFC 7208), the DKIM keys
+"""Every DNS record a mail domain needs, in zone-file syntax (RFC 1035 5), as
+the configuration implies them: MX (RFC 5321 5.1), SPF (RFC 7208), the DKIM keys
 (RFC 6376 3.6.1), DMARC (RFC 7489 6.1) and the SRV records mail clients
 use to configure themselves (RFC 6186, _submissions per RFC 8314 5.1)."""
 
