@@ -14,6 +14,7 @@ import dkim
 
 from mailstack.smtp.author import author_domain, header_fields
 from mailstack.smtp.dkim_keys import SigningKey
+from mailstack.smtp.dmarc import organizational_domain
 
 # RFC 6376 5.4.1: sign what a reader sees and what the MUA interprets.
 SIGNED = (
@@ -49,14 +50,27 @@ class DkimSigner:
         for key in keys:
             self._by_domain.setdefault(key.domain, []).append(key)
 
-    def keys_for(self, content: bytes) -> list[SigningKey]:
+    def keys_for(self, content: bytes, sender: str) -> list[SigningKey]:
+        """The keys of the From domain, provided that domain is the envelope
+        sender's or shares its organizational domain.  Submission accepts
+        only MAIL FROM addresses the account owns (RFC 6409 6.1), so this
+        keeps one user from getting mail signed for another hosted domain."""
         domain = author_domain(content)
-        return self._by_domain.get(domain, []) if domain else []
+        keys = self._by_domain.get(domain, []) if domain else []
+        sender_domain = sender.rpartition("@")[2].lower().rstrip(".")
+        if not keys or not sender_domain:
+            return []
+        if organizational_domain(sender_domain) != organizational_domain(keys[0].domain):
+            return []
+        return keys
 
-    def sign(self, content: bytes) -> bytes:
+    def has_keys(self, domain: str | None) -> bool:
+        return bool(domain) and domain in self._by_domain
+
+    def sign(self, content: bytes, sender: str) -> bytes:
         """DKIM-Signature fields (CRLF-terminated) to put on top of
         ``content``: one per key of the From domain, none without keys."""
-        keys = self.keys_for(content)
+        keys = self.keys_for(content, sender)
         if not keys:
             return b""
         include = signed_fields(content)

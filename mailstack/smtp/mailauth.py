@@ -98,13 +98,16 @@ class MailAuthentication:
             delivery.submission_fields(event.content, hostname=self._hostname, now=now)
             + event.content
         )
-        if self._signer.keys_for(content):
+        sender = event.mail.sender
+        if self._signer.keys_for(content, sender):
             try:
-                signatures = await self._in_thread(self._signer.sign, content)
+                signatures = await self._in_thread(self._signer.sign, content, sender)
             except dkim.DKIMException as exc:
                 logger.warning("DKIM signing failed: %s", exc)
                 return SIGNING_FAILED
             content = signatures + content
+        elif self._signer.has_keys(domain := author_domain(content)):
+            logger.info("not DKIM-signed: From domain %s is not that of <%s>", domain, sender)
         return dataclasses.replace(event, content=content)
 
     # -- MX: SPF, DKIM, DMARC --------------------------------------------------

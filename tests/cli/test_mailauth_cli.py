@@ -72,7 +72,7 @@ def test_keygen_then_dns_records_then_a_verifying_signature(config_file: Path) -
 
     config = load_config(config_file)
     message = b"From: alice@example.test\r\nTo: b@x.test\r\nSubject: hi\r\n\r\nhello\r\n"
-    signed = DkimSigner(dkim_keys.load(config)).sign(message) + message
+    signed = DkimSigner(dkim_keys.load(config)).sign(message, "alice@example.test") + message
     assert dkim.DKIM(signed).verify(idx=0, dnsfunc=dnsfunc)
     assert dkim.DKIM(signed).verify(idx=1, dnsfunc=dnsfunc)
     assert not dkim.DKIM(signed.replace(b"Subject: hi", b"Subject: ho")).verify(dnsfunc=dnsfunc)

@@ -185,12 +185,16 @@ async def test_submission_signs_with_rsa_and_ed25519(
     with trio.fail_after(60):
         zone = Zone()
         entries = []
-        for selector, algorithm in (("r2026", "rsa"), ("e2026", "ed25519")):
-            path = tmp_path / f"example.test.{selector}.key"
+        for domain, selector, algorithm in (
+            ("example.test", "r2026", "rsa"),
+            ("example.test", "e2026", "ed25519"),
+            ("other.test", "o2026", "ed25519"),
+        ):
+            path = tmp_path / f"{domain}.{selector}.key"
             dkim_keys.write_private(path, dkim_keys.generate(algorithm))
-            key = dkim_keys.parse("example.test", selector, path.read_bytes())
+            key = dkim_keys.parse(domain, selector, path.read_bytes())
             zone.add(key.record_name, "TXT", txt(key.record_text))
-            entries.append(DkimKey(domain="example.test", selector=selector, key_file=str(path)))
+            entries.append(DkimKey(domain=domain, selector=selector, key_file=str(path)))
         endpoint = await nursery.start(serve_dns, zone)
         stack = await stack_factory(services=("submission",), dkim=DkimConfig(keys=tuple(entries)))
         host, port = stack.addr("submission", implicit_tls=True)
@@ -207,8 +211,12 @@ async def test_submission_signs_with_rsa_and_ed25519(
 
         await in_thread(submit, "alice@example.test")
         await in_thread(submit, "alice@unsigned.test")  # no key for that From domain
-        signed, unsigned = await messages_of(stack, "bob@example.test")
-        assert b"DKIM-Signature" not in unsigned
+        # A key exists, but other.test is not the domain of alice's MAIL FROM:
+        # no signing for a domain the account does not send as.
+        await in_thread(submit, "ceo@other.test")
+        signed, *unsigned = await messages_of(stack, "bob@example.test")
+        assert len(unsigned) == 2
+        assert all(b"DKIM-Signature" not in raw for raw in unsigned)
 
         fields = [v for n, v in header_fields(signed) if n == "dkim-signature"]
         assert [re.search(r"a=([\w-]+)", f).group(1) for f in fields] == [  # type: ignore[union-attr]
@@ -229,3 +237,30 @@ async def test_submission_signs_with_rsa_and_ed25519(
         # A changed message must not verify: the check can fail.
         altered = signed.replace(b"Subject: signed", b"Subject: changed")
         assert not await in_thread(lambda: dkim.DKIM(altered).verify(idx=1, dnsfunc=dnsfunc))
+
+
+async def test_checks_end_within_their_time_limit(
+    stack_factory: StackFactory, nursery: trio.Nursery
+) -> None:
+    """A DNS server that never answers: the message is still delivered once
+    authentication_timeout_seconds passed, with temperror results."""
+    silent = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    await silent.bind(("127.0.0.1", 0))  # receives queries, answers none
+    endpoint = Endpoint("127.0.0.1", silent.getsockname()[1])
+    with silent, trio.fail_after(30):
+        stack = await stack_factory(
+            services=("smtp",),
+            smtp={"authentication_checks": True, "authentication_timeout_seconds": 0.5},
+            dns=DnsConfig(nameservers=(endpoint,), timeout_seconds=3),
+        )
+        message = b"From: a@slow.test\r\nSubject: slow\r\n\r\nbody\r\n"
+        code, _ = await in_thread(
+            send_from, GOOD_IP, stack.addr("smtp"), "a@slow.test", message, "mta.slow.test"
+        )
+        assert code == 250
+        (raw,) = await messages_of(stack, "alice@example.test")
+        results = resinfo(authentication_results(raw)[0])
+        assert results[0] == (
+            'spf=temperror reason="check did not finish in time" smtp.mailfrom=slow.test'
+        )
+        assert results[-1] == 'dmarc=temperror reason="check did not finish in time"'

@@ -93,8 +93,14 @@ def test_signer_picks_keys_by_from_domain_and_oversigns() -> None:
     key = dkim_keys.parse("example.test", "s1", dkim_keys.generate("ed25519"))
     signer = DkimSigner([key])
     message = b"From: a@EXAMPLE.test\r\nSubject: s\r\nReceived: x\r\n\r\nbody\r\n"
-    assert signer.sign(message).startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
-    assert signer.sign(message.replace(b"EXAMPLE.test", b"other.test")) == b""
+    signed = signer.sign(message, "a@example.test")
+    assert signed.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
+    assert signer.sign(message.replace(b"EXAMPLE.test", b"other.test"), "a@other.test") == b""
+    # Only for the envelope sender's own (organizational) domain.
+    assert signer.sign(message, "b@lists.example.test") != b""
+    assert signer.sign(message, "a@other.test") == b""
+    assert signer.keys_for(message, "a@other.test") == []
+    assert signer.has_keys("example.test") and not signer.has_keys(None)
     fields = signed_fields(message)
     assert fields.count(b"from") == 2 and fields.count(b"subject") == 2
     assert b"received" not in fields  # RFC 6376 5.4.1: never trace fields
