@@ -18,15 +18,14 @@ import dns.resolver
 import spf
 
 _resolver: ContextVar[dns.resolver.Resolver | None] = ContextVar("spf_resolver", default=None)
-_library_lookup = spf.DNSLookup
 
 
 def _lookup(name: str, qtype: str, strict: Any = True, timeout: float = 20) -> list[Any]:
     """pyspf's driver contract: [((name, qtype), value), ...] with TXT as a
     sequence of byte strings, MX as (preference, exchange), A/AAAA as text."""
     resolver = _resolver.get()
-    if resolver is None:
-        return list(_library_lookup(name, qtype, strict, timeout))
+    if resolver is None:  # only check() below evaluates SPF, and it sets one
+        raise spf.TempError("no resolver for this SPF check")
     try:
         answer = resolver.resolve(
             name, qtype, search=False, lifetime=min(timeout, resolver.lifetime)
@@ -91,4 +90,6 @@ def check(
 def helo_is_checkable(helo: str | None) -> bool:
     """RFC 7208 2.3: only a fully-qualified HELO name can be checked (not an
     address literal, not a bare word)."""
-    return bool(helo) and not helo.startswith("[") and "." in helo.strip(".")  # type: ignore[union-attr]
+    if not helo:
+        return False
+    return not helo.startswith("[") and "." in helo.strip(".")
