@@ -264,3 +264,26 @@ async def test_checks_end_within_their_time_limit(
             'spf=temperror reason="check did not finish in time" smtp.mailfrom=slow.test'
         )
         assert results[-1] == 'dmarc=temperror reason="check did not finish in time"'
+
+
+async def test_dmarc_reject_only_marked_when_configured(
+    stack_factory: StackFactory,
+    nursery: trio.Nursery,
+    zone: Zone,
+    sender_key: dkim_keys.SigningKey,
+) -> None:
+    with trio.fail_after(60):
+        endpoint = await nursery.start(serve_dns, zone)
+        stack, mx = await mx_stack(stack_factory, endpoint, dmarc_reject="mark")
+        tampered = signed_by_remote(sender_key).replace(b"hello", b"HELLO")
+        code, _ = await in_thread(
+            send_from, BAD_IP, mx, "news@sender.test", tampered, "mta.sender.test"
+        )
+        assert code == 250
+        (raw,) = await messages_of(stack, "alice@example.test")
+        results = resinfo(authentication_results(raw)[0])
+        assert results[0] == "spf=fail smtp.mailfrom=sender.test"
+        assert results[-1] == (
+            'dmarc=fail (p=reject dis=reject) reason="no aligned SPF or DKIM pass"'
+            " header.from=sender.test"
+        )
