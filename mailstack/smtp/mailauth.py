@@ -143,8 +143,8 @@ class MailAuthentication:
         )
         helo_result: spf_check.SpfResult | None = None
         dkim_results: list[dkim_verification.DkimResult] | None = None
-        dmarc_result = dmarc.DmarcResult("temperror", "", reason=unfinished)
         from_domain = author_domain(content)
+        dmarc_result = dmarc.DmarcResult("temperror", from_domain or "", reason=unfinished)
 
         async def run_spf(resolver: dns.resolver.Resolver) -> None:
             nonlocal spf_result, helo_result
