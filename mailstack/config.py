@@ -423,8 +423,11 @@ def _validate_mail_authentication(config: Config, source: str) -> None:
         raise ConfigError(source, "smtp.authserv_id", f"not a host name: {smtp.authserv_id!r}")
     if smtp.authentication_timeout_seconds <= 0:
         raise ConfigError(source, "smtp.authentication_timeout_seconds", "must be greater than 0")
-    if smtp.max_concurrent_checks < 1:
-        raise ConfigError(source, "smtp.max_concurrent_checks", "must be at least 1")
+    for name in ("max_concurrent_checks", "max_dkim_signatures"):
+        if getattr(smtp, name) < 1:
+            raise ConfigError(source, f"smtp.{name}", "must be at least 1")
+    if config.submission.max_concurrent_checks < 1:
+        raise ConfigError(source, "submission.max_concurrent_checks", "must be at least 1")
     seen: set[tuple[str, str]] = set()
     for i, key in enumerate(config.dkim.keys):
         where = f"dkim.keys[{i}]"

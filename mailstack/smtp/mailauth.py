@@ -87,6 +87,13 @@ class MailAuthentication:
             event, content=header(self._authserv_id, verdict.results) + content
         )
 
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # abandon_on_cancel: a check that overruns its deadline is left to
+        # end on its own DNS timeout; the message is not held up by it.
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
+
     # -- submission: DKIM signing ------------------------------------------
 
     async def _sign(self, event: MessageReceived) -> MessageReceived | Reply:
@@ -111,13 +118,6 @@ class MailAuthentication:
         return dataclasses.replace(event, content=content)
 
     # -- MX: SPF, DKIM, DMARC --------------------------------------------------
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        # abandon_on_cancel: a check that overruns its deadline is left to
-        # end on its own DNS timeout; the message is not held up by it.
-        return await trio.to_thread.run_sync(
-            fn, *args, limiter=self._limiter, abandon_on_cancel=True
-        )
 
     def _dns(self) -> dns.resolver.Resolver:
         if self._resolver is None:
