@@ -57,7 +57,7 @@ ALLOWED_STATES: dict[type, frozenset[State]] = {
 # their UID forms are fine.
 NO_EXPUNGE_AFTER = (c.Fetch, c.Store, c.Search)
 
-ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT")
+ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC")
 
 
 @dataclass
@@ -122,6 +122,8 @@ class SessionState:
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "ESEARCH",
+            "CONDSTORE",
+            "QRESYNC",
             "SEARCHRES",
             "STATUS=SIZE",
             f"APPENDLIMIT={self.settings.max_literal_bytes}",

@@ -19,6 +19,7 @@ from mailstack.imap import responses
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
 from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
+from mailstack.imap.modseq import enables_condstore
 from mailstack.imap.protocol import NO_EXPUNGE_AFTER, SessionState, Settings, State
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
@@ -205,6 +206,8 @@ class Connection:
         if problem is not None:
             await self.send(responses.tagged(tag, "BAD", problem))
             return True
+        if enables_condstore(cmd):  # RFC 7162 3.1
+            self.session.enabled.add("CONDSTORE")
         try:
             keep_going = await self.execute(tag, cmd)
         except CommandFailed as exc:
@@ -283,7 +286,7 @@ class Connection:
         elif isinstance(cmd, c.Fetch):
             text = await h.fetch(cmd)
         elif isinstance(cmd, c.Store):
-            text = await h.store_flags(cmd)
+            code, text = await h.store_flags(cmd)
         else:
             code, text = await h.copy(cmd)
         by_number = isinstance(cmd, NO_EXPUNGE_AFTER) and not getattr(cmd, "uid", True)

@@ -1,0 +1,133 @@
+"""Sync units for CONDSTORE / QRESYNC (RFC 7162), added by the condstore work.
+
+* :func:`resync_snapshot` reads, in ONE transaction, everything a QRESYNC
+  SELECT answers with: the mailbox counters, its (UID, flags) list, the
+  messages changed since the client's MODSEQ and the UIDs expunged since
+  then.  One snapshot means the UIDs reported as vanished are never among
+  the UIDs the session's view starts with.
+* :func:`expunged_since` serves ``UID FETCH ... (CHANGEDSINCE n VANISHED)``.
+* :func:`prune_expunges` forgets old expunge rows of the change log
+  (``[imap] expunged_retention_days``) and raises each mailbox's
+  ``expunge_log_floor`` in the same transaction, so a reader always knows
+  whether the rows it finds are the whole story.
+
+Correctness rule: expunges with MODSEQ above ``expunge_log_floor`` all have
+their change-log row.  A client whose MODSEQ is at or above the floor gets
+an exact answer; an older one gets ``None`` ("unknown") and the IMAP layer
+falls back to reporting every UID that could have vanished (RFC 7162
+3.2.5.2 allows UIDs that no longer, or never, existed in VANISHED (EARLIER)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from mailstack.store import transactions as tx
+from mailstack.store.models import ChangeLog, Mailbox, Message
+from mailstack.store.records import ChangeKind, MailboxRecord, MessageRecord
+
+_EXPUNGED = ChangeKind.MESSAGE_EXPUNGED.value
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncSnapshot:
+    mailbox: MailboxRecord
+    uid_flags: list[tuple[int, frozenset[str]]]  # every message, by UID
+    changed: list[MessageRecord]  # MODSEQ above the client's, by UID
+    vanished: list[int] | None  # expunged since; None: the log no longer knows
+
+
+def _uid_flags(session: Session, mailbox_id: int) -> list[tuple[int, frozenset[str]]]:
+    rows = session.execute(
+        select(Message.uid, Message.flags)
+        .where(Message.mailbox_id == mailbox_id)
+        .order_by(Message.uid)
+    )
+    # Few distinct flag strings in a mailbox: parse each once.
+    parsed: dict[str, frozenset[str]] = {}
+    out = []
+    for uid, text in rows:
+        flags = parsed.get(text)
+        if flags is None:
+            flags = parsed[text] = frozenset(text.split())
+        out.append((uid, flags))
+    return out
+
+
+def _expunged(session: Session, mailbox: Mailbox, since: int) -> list[int] | None:
+    if since < mailbox.expunge_log_floor:
+        return None
+    uids = session.scalars(
+        select(ChangeLog.uid).where(
+            ChangeLog.mailbox_id == mailbox.id,
+            ChangeLog.modseq > since,
+            ChangeLog.kind == _EXPUNGED,
+        )
+    )
+    return sorted({uid for uid in uids if uid is not None})
+
+
+def resync_snapshot(session: Session, mailbox_id: int, since: int) -> ResyncSnapshot | None:
+    mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        return None
+    changed = session.scalars(
+        select(Message)
+        .where(Message.mailbox_id == mailbox_id, Message.modseq > since)
+        .order_by(Message.uid)
+    )
+    uid_flags = _uid_flags(session, mailbox_id)
+    present = {uid for uid, _ in uid_flags}
+    vanished = _expunged(session, mailbox, since)
+    return ResyncSnapshot(
+        mailbox=tx._mailbox_records(session, [mailbox])[0],
+        uid_flags=uid_flags,
+        changed=[tx._message_record(m) for m in changed],
+        vanished=None if vanished is None else [u for u in vanished if u not in present],
+    )
+
+
+def expunged_since(session: Session, mailbox_id: int, since: int) -> list[int] | None:
+    mailbox = session.get(Mailbox, mailbox_id)
+    return None if mailbox is None else _expunged(session, mailbox, since)
+
+
+def prune_expunges(
+    session: Session, before: datetime, after_id: int, limit: int
+) -> tuple[int, int, bool]:
+    """Delete up to ``limit`` expunge rows older than ``before`` with id above
+    ``after_id``; returns (the last id deleted, how many, whether more may remain).
+
+    Rows are walked by id (the primary key, no extra index on the delivery
+    path's table); ids follow commit order, so the first row that is too new
+    ends the walk (a row slightly out of order is pruned next time)."""
+    rows = session.execute(
+        select(ChangeLog.id, ChangeLog.mailbox_id, ChangeLog.modseq, ChangeLog.created_at)
+        .where(ChangeLog.id > after_id, ChangeLog.kind == _EXPUNGED)
+        .order_by(ChangeLog.id)
+        .limit(limit)
+    ).all()
+    old = []
+    for row in rows:
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        if created >= before:
+            break
+        old.append(row)
+    floors: dict[int, int] = {}
+    for row in old:
+        floors[row.mailbox_id] = max(floors.get(row.mailbox_id, 0), row.modseq)
+    for mailbox_id, modseq in sorted(floors.items()):
+        session.execute(
+            update(Mailbox)
+            .where(Mailbox.id == mailbox_id, Mailbox.expunge_log_floor < modseq)
+            .values(expunge_log_floor=modseq)
+        )
+    ids = [row.id for row in old]
+    for chunk in tx._chunks(ids):
+        session.execute(delete(ChangeLog).where(ChangeLog.id.in_(chunk)))
+    more = len(old) == len(rows) == limit
+    return (ids[-1] if ids else after_id), len(ids), more
