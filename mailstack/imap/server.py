@@ -16,6 +16,7 @@ from mailstack import net
 from mailstack.auth import sasl
 from mailstack.imap import commands as c
 from mailstack.imap import responses
+from mailstack.imap.expunge_history import prune_forever
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
 from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
@@ -439,13 +440,18 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Connection(ctx, slots, cache, stream, peer).run()
 
-    await net.serve_plain_and_tls(
-        "imap",
-        handler,
-        config.listen,
-        config.tls_listen,
-        tls=ctx.tls,
-        limits=limits,
-        refuse=_refuse,
-        task_status=task_status,
-    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prune_forever, ctx.store, config.expunged_retention_days)
+        try:
+            await net.serve_plain_and_tls(
+                "imap",
+                handler,
+                config.listen,
+                config.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=_refuse,
+                task_status=task_status,
+            )
+        finally:
+            nursery.cancel_scope.cancel()
