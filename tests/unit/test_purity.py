@@ -31,6 +31,7 @@ PURE_NAMES = (
     "sequence.py",
     "search.py",
     "bodystructure.py",
+    "modseq.py",
 )
 
 
