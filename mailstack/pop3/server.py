@@ -166,7 +166,13 @@ class Session:
         if account is None:
             self._core.login_failed(LoginFailure.AUTH)
             return
-        if not await self._locks.acquire(account.id):
+        try:
+            locked = await self._locks.acquire(account.id)
+        except StoreError as exc:
+            self._log.warning("pop3 cannot lock maildrop user=%r: %s", account.address, exc)
+            self._core.login_failed(LoginFailure.SYS_TEMP)
+            return
+        if not locked:
             self._log.info("pop3 maildrop in use user=%r", account.address)
             self._core.login_failed(LoginFailure.IN_USE)
             return
@@ -260,6 +266,12 @@ class Session:
         """RFC 1939 6 UPDATE: remove exactly the messages this session marked.
         Ones another session already expunged are simply no longer there."""
         assert self._inbox is not None
+        if not self._locks.holds(self._inbox.account_id):
+            # The lock lapsed (store unreachable too long) and another
+            # session may own the maildrop now: its view wins.
+            self._log.warning("pop3 update refused: the maildrop lock was lost")
+            self._core.deletions_committed(False)
+            return
         store = self._ctx.store
         try:
             await store.set_flags(self._inbox.id, event.uids, "add", ["\\Deleted"])
@@ -278,18 +290,22 @@ async def serve(
     """Serve ``[pop3] listen`` (STLS) and ``tls_listen`` (implicit TLS, port 995)."""
     config = ctx.config.pop3
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
-    locks = MaildropLocks(ctx.config.data_path / "pop3-locks")
+    locks = MaildropLocks(ctx.store, config.lock_expiry_seconds)
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Session(ctx, locks, stream, peer).run()
 
-    await net.serve_plain_and_tls(
-        "pop3",
-        handler,
-        config.listen,
-        config.tls_listen,
-        tls=ctx.tls,
-        limits=limits,
-        refuse=_refuse,
-        task_status=task_status,
-    )
+    async with trio.open_nursery() as renewal:
+        renewal.start_soon(locks.keep_alive)
+        await net.serve_plain_and_tls(
+            "pop3",
+            handler,
+            config.listen,
+            config.tls_listen,
+            tls=ctx.tls,
+            limits=limits,
+            refuse=_refuse,
+            task_status=task_status,
+        )
+        # Every session has ended (and released its lock).
+        renewal.cancel_scope.cancel()

@@ -1,7 +1,7 @@
 """mailboxes.expunge_log_floor: how far back the change log still holds expunges.
 
-Revision ID: 0002_condstore
-Revises: 0001
+Revision ID: 0003_condstore
+Revises: 0002_pg
 Create Date: 2026-11-29
 
 QRESYNC (RFC 7162 3.2.5) reports the UIDs expunged since a client's MODSEQ
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_condstore"
-down_revision: str | None = "0001"
+revision: str = "0003_condstore"
+down_revision: str | None = "0002_pg"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
