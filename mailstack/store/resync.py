@@ -58,20 +58,39 @@ def _uid_flags(session: Session, mailbox_id: int) -> list[tuple[int, frozenset[s
     return out
 
 
-def _expunged(session: Session, mailbox: Mailbox, since: int) -> list[int] | None:
-    if since < mailbox.expunge_log_floor:
-        return None
-    uids = session.scalars(
-        select(ChangeLog.uid).where(
-            ChangeLog.mailbox_id == mailbox.id,
-            ChangeLog.modseq > since,
-            ChangeLog.kind == _EXPUNGED,
+def _one_snapshot(session: Session) -> None:
+    """Make every statement of this read transaction see the same data.
+
+    SQLite's read transaction is one snapshot already; PostgreSQL's default
+    READ COMMITTED gives each statement its own, so a delivery committed
+    between two of them could be in the UID list but not among the changed
+    messages (and the client would never hear its flags).  Must run before
+    the transaction's first statement; the pool restores the level after."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def _expunged(session: Session, mailbox_id: int, since: int) -> list[int] | None:
+    uids = list(
+        session.scalars(
+            select(ChangeLog.uid).where(
+                ChangeLog.mailbox_id == mailbox_id,
+                ChangeLog.modseq > since,
+                ChangeLog.kind == _EXPUNGED,
+            )
         )
     )
+    # The floor is read after the rows (and from the database, not the
+    # session's copy): a prune committed in between shows in the floor, so
+    # a partial list is never taken for the whole one.
+    floor = session.scalar(select(Mailbox.expunge_log_floor).where(Mailbox.id == mailbox_id))
+    if floor is None or since < floor:
+        return None
     return sorted({uid for uid in uids if uid is not None})
 
 
 def resync_snapshot(session: Session, mailbox_id: int, since: int) -> ResyncSnapshot | None:
+    _one_snapshot(session)
     mailbox = session.get(Mailbox, mailbox_id)
     if mailbox is None:
         return None
@@ -82,7 +101,7 @@ def resync_snapshot(session: Session, mailbox_id: int, since: int) -> ResyncSnap
     )
     uid_flags = _uid_flags(session, mailbox_id)
     present = {uid for uid, _ in uid_flags}
-    vanished = _expunged(session, mailbox, since)
+    vanished = _expunged(session, mailbox_id, since)
     return ResyncSnapshot(
         mailbox=tx._mailbox_records(session, [mailbox])[0],
         uid_flags=uid_flags,
@@ -92,8 +111,7 @@ def resync_snapshot(session: Session, mailbox_id: int, since: int) -> ResyncSnap
 
 
 def expunged_since(session: Session, mailbox_id: int, since: int) -> list[int] | None:
-    mailbox = session.get(Mailbox, mailbox_id)
-    return None if mailbox is None else _expunged(session, mailbox, since)
+    return _expunged(session, mailbox_id, since)
 
 
 def prune_expunges(
