@@ -191,7 +191,7 @@ class Handlers:
         if change.kind is ChangeKind.MESSAGE_NEW:
             self.view.message_added(change.uid)
         elif change.kind is ChangeKind.MESSAGE_EXPUNGED:
-            self.view.message_expunged(change.uid)
+            self.view.message_expunged(change.uid, change.modseq)
         elif change.kind is ChangeKind.MESSAGE_FLAGS and change.flags is not None:
             self.view.flags_changed(change.uid, change.flags, change.modseq)
 

@@ -109,7 +109,8 @@ class MailboxView:
         self.mailbox_id = mailbox_id
         self.uids = UidMap(uids)
         self._new: set[int] = set()
-        self._expunged: set[int] = set()
+        # UID -> MODSEQ of the expunge (0 when unknown), until announced.
+        self._expunged: dict[int, int] = {}
         # UID -> (flags, MODSEQ of the change; 0 when unknown).
         self._flag_changes: dict[int, tuple[frozenset[str], int]] = {}
         # Flags this session set itself and already reported: the store's
@@ -131,11 +132,11 @@ class MailboxView:
         if uid not in self.uids and uid not in self._expunged:
             self._new.add(uid)
 
-    def message_expunged(self, uid: int) -> None:
+    def message_expunged(self, uid: int, modseq: int = 0) -> None:
         if uid in self._new:
             self._new.discard(uid)
         elif uid in self.uids:
-            self._expunged.add(uid)
+            self._expunged[uid] = modseq
 
     def flags_changed(self, uid: int, flags: frozenset[str], modseq: int = 0) -> None:
         if self._own.get(uid) == flags:
@@ -161,7 +162,7 @@ class MailboxView:
                 continue
             numbers.append(seq)
             self.uids.remove(uid)
-            self._expunged.discard(uid)
+            self._expunged.pop(uid, None)
             self._flag_changes.pop(uid, None)
         return numbers
 
@@ -198,6 +199,12 @@ class MailboxView:
                     b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (number, uid, flag_list(flags), tail)
                 )
         self._flag_changes.clear()
+        waiting = [modseq for modseq in self._expunged.values() if modseq]
+        if condstore and waiting:
+            # RFC 7162 errata 1810: MODSEQs this session sent may be above an
+            # expunge it may not announce yet; a client that disconnects now
+            # must resync from below that expunge.
+            out.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending\r\n" % (min(waiting) - 1))
         if self._new:
             for uid in sorted(self._new):
                 self.uids.add(uid)

@@ -219,3 +219,19 @@ def test_view_reports_vanished_and_modseq_when_enabled() -> None:
         b"* 2 EXPUNGE\r\n",
         b"* 2 FETCH (UID 12 FLAGS ())\r\n",
     ]
+
+
+def test_view_lowers_highestmodseq_while_an_expunge_waits() -> None:
+    """RFC 7162 errata 1810: after a FETCH by number, the expunge (MODSEQ 40)
+    must wait, but MODSEQ 41 was just reported: the client is told to
+    resync from 39 should it disconnect before the VANISHED."""
+    view = MailboxView(1, [10, 11, 12])
+    view.message_expunged(11, 40)
+    view.flags_changed(12, frozenset({"\\Seen"}), 41)
+    out = view.flush(expunges_allowed=False, condstore=True, qresync=True)
+    assert out == [
+        b"* 3 FETCH (UID 12 FLAGS (\\Seen) MODSEQ (41))\r\n",
+        b"* OK [HIGHESTMODSEQ 39] Expunges pending\r\n",
+    ]
+    assert view.flush(expunges_allowed=True, condstore=True, qresync=True) == [b"* VANISHED 11\r\n"]
+    assert not view.has_pending
