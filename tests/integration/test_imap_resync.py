@@ -255,3 +255,54 @@ async def test_conditional_store_reports_modified(stack_factory: StackFactory) -
         assert re.match(rb'\* ESEARCH \(TAG "t\d+"\) UID MAX 3 MODSEQ \d+', out["esearch"][0])
         changed = [line for line in out["changed"] if FETCH.match(line)]
         assert len(changed) == 3 and all(MODSEQ.search(line) for line in changed)
+
+
+async def test_uid_fetch_changedsince_vanished_and_refusals(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("imap", "smtp"))
+        for _ in range(5):
+            await deliver(stack)
+        cache = await in_thread(first_sync, stack)
+        await in_thread(others_change_things, stack)
+
+        def talk() -> dict[str, list[bytes]]:
+            phone, plain = Client.tls(stack), Client.tls(stack)
+            try:
+                phone.login()
+                plain.login()
+                plain.cmd("SELECT INBOX")
+                out = {
+                    "not_enabled": plain.cmd("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
+                    "select_not_enabled": plain.cmd("SELECT INBOX (QRESYNC (1 1))"),
+                }
+                phone.cmd("ENABLE QRESYNC")
+                out["bad_seq_match"] = phone.cmd("SELECT INBOX (QRESYNC (1 1 1:5 (1:2 1)))")
+                phone.cmd("SELECT INBOX")
+                since = cache.highestmodseq
+                out["vanished"] = phone.cmd(
+                    f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {since} VANISHED)"
+                )
+                out["some"] = phone.cmd(f"UID FETCH 4:6 (FLAGS) (CHANGEDSINCE {since} VANISHED)")
+                # SEARCHRES (RFC 5182): SAVE with MIN alone keeps just the minimum.
+                phone.cmd("SEARCH RETURN (SAVE MIN) ALL")
+                out["saved"] = phone.cmd("UID FETCH $ (UID)")
+            finally:
+                phone.close()
+                plain.close()
+            return out
+
+        out = await in_thread(talk)
+        assert out["not_enabled"][-1].startswith(b"t3 BAD")
+        assert out["select_not_enabled"][-1].startswith(b"t4 BAD")
+        assert out["bad_seq_match"][-1].startswith(b"t3 BAD")
+        vanished = out["vanished"]
+        assert vanished[0] == b"* VANISHED (EARLIER) 3,5:6\r\n"
+        fetched = [line for line in vanished if FETCH.match(line)]
+        assert [UID.search(line).group(1) for line in fetched] == [b"1", b"2", b"7"]  # type: ignore[union-attr]
+        assert all(MODSEQ.search(line) for line in fetched)
+        assert [line for line in out["some"] if line.startswith(b"* ")] == [
+            b"* VANISHED (EARLIER) 5:6\r\n"
+        ]
+        assert [line for line in out["saved"] if line.startswith(b"* ")] == [
+            b"* 1 FETCH (UID 1)\r\n"
+        ]
