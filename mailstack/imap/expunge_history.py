@@ -28,10 +28,11 @@ async def prune_forever(
     """Prune now and then every ``interval`` seconds; 0 days keeps everything."""
     if retention_days == 0:
         return
+    cursor = 0  # change-log rows up to here were looked at already
     while True:
         cutoff = datetime.now(UTC) - timedelta(days=retention_days)
         try:
-            removed = await store.prune_expunge_log(cutoff)
+            removed, cursor = await store.prune_expunge_log(cutoff, after_id=cursor)
         except StoreError as exc:
             log.warning("imap expunge history pruning failed: %s", exc)
         else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mailstack.store import transactions as tx
@@ -114,25 +114,48 @@ def expunged_since(session: Session, mailbox_id: int, since: int) -> list[int] |
     return _expunged(session, mailbox_id, since)
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _old_boundary(session: Session, after_id: int, before: datetime) -> int:
+    """The last change-log id (above ``after_id``) written before ``before``,
+    by binary search over the primary key: ids follow commit order, so
+    ``created_at`` grows with them (near enough; see prune_expunges)."""
+    top = session.scalar(select(func.max(ChangeLog.id)))
+    lo, hi = after_id, int(top or 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        created = session.scalar(
+            select(ChangeLog.created_at).where(ChangeLog.id >= mid).order_by(ChangeLog.id).limit(1)
+        )
+        if created is not None and _aware(created) < before:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def prune_expunges(
     session: Session, before: datetime, after_id: int, limit: int
 ) -> tuple[int, int, bool]:
     """Delete up to ``limit`` expunge rows older than ``before`` with id above
-    ``after_id``; returns (the last id deleted, how many, whether more may remain).
+    ``after_id``; returns (the id to continue after, how many went, whether
+    more may remain).
 
-    Rows are walked by id (the primary key, no extra index on the delivery
-    path's table); ids follow commit order, so the first row that is too new
-    ends the walk (a row slightly out of order is pruned next time)."""
+    Only the old part of the log is walked, by id (the primary key: no extra
+    index slows the delivery path's inserts).  A row written out of id order
+    (two PostgreSQL hosts) ends the walk and is pruned on a later run."""
+    boundary = _old_boundary(session, after_id, before)
     rows = session.execute(
         select(ChangeLog.id, ChangeLog.mailbox_id, ChangeLog.modseq, ChangeLog.created_at)
-        .where(ChangeLog.id > after_id, ChangeLog.kind == _EXPUNGED)
+        .where(ChangeLog.id > after_id, ChangeLog.id <= boundary, ChangeLog.kind == _EXPUNGED)
         .order_by(ChangeLog.id)
         .limit(limit)
     ).all()
     old = []
     for row in rows:
-        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-        if created >= before:
+        if _aware(row.created_at) >= before:
             break
         old.append(row)
     floors: dict[int, int] = {}
@@ -147,5 +170,8 @@ def prune_expunges(
     ids = [row.id for row in old]
     for chunk in tx._chunks(ids):
         session.execute(delete(ChangeLog).where(ChangeLog.id.in_(chunk)))
-    more = len(old) == len(rows) == limit
-    return (ids[-1] if ids else after_id), len(ids), more
+    if len(old) < len(rows):  # stopped at a row out of order: look again next time
+        return (ids[-1] if ids else after_id), len(ids), False
+    if len(rows) == limit:
+        return ids[-1], len(ids), True
+    return boundary, len(ids), False

@@ -450,14 +450,17 @@ class Store:
         log no longer reaches back that far."""
         return await self._read(resync.expunged_since, mailbox_id, since)
 
-    async def prune_expunge_log(self, before: datetime, *, batch: int = 1000) -> int:
+    async def prune_expunge_log(
+        self, before: datetime, *, after_id: int = 0, batch: int = 1000
+    ) -> tuple[int, int]:
         """Forget expunges logged before ``before`` (each batch its own short
-        transaction); returns how many rows went."""
-        cursor, removed, more = 0, 0, True
+        transaction); returns (rows removed, change-log id to pass as
+        ``after_id`` next time, so the next run walks only newer rows)."""
+        cursor, removed, more = after_id, 0, True
         while more:
             cursor, count, more = await self._write(resync.prune_expunges, before, cursor, batch)
             removed += count
-        return removed
+        return removed, cursor
 
 
 @asynccontextmanager

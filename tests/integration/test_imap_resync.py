@@ -164,7 +164,8 @@ async def test_resync_after_history_was_pruned(stack_factory: StackFactory) -> N
         cache = await in_thread(first_sync, stack)
         await in_thread(others_change_things, stack)
         # Everything logged so far is "older than the retention".
-        assert await stack.store.prune_expunge_log(datetime.now(UTC) + timedelta(days=1)) == 3
+        removed, _ = await stack.store.prune_expunge_log(datetime.now(UTC) + timedelta(days=1))
+        assert removed == 3
         # known-uids 1:5 and sequence match data the phone still holds
         # (message 1 was UID 1, message 2 UID 2, message 4 UID 4).
         lines = await in_thread(resync, stack, cache, " 1:5 (1,2,4 1,2,4)")

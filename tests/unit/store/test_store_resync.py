@@ -52,9 +52,12 @@ async def test_pruning_raises_the_floor_and_answers_become_unknown(
     pruned_at = await store.get_mailbox_by_id(inbox.id)
     assert pruned_at is not None
     # Nothing is old enough yet.
-    assert await store.prune_expunge_log(datetime.now(UTC) - timedelta(days=1)) == 0
+    assert await store.prune_expunge_log(datetime.now(UTC) - timedelta(days=1)) == (0, 0)
     assert await store.expunged_since(inbox.id, 1) == [1]
-    assert await store.prune_expunge_log(datetime.now(UTC) + timedelta(seconds=1), batch=1) == 1
+    removed, cursor = await store.prune_expunge_log(
+        datetime.now(UTC) + timedelta(seconds=1), batch=1
+    )
+    assert removed == 1 and cursor > 0
     # Older clients: the log cannot say; newer ones still get exact answers.
     assert await store.expunged_since(inbox.id, 1) is None
     assert await store.expunged_since(inbox.id, pruned_at.highestmodseq) == []
@@ -64,5 +67,9 @@ async def test_pruning_raises_the_floor_and_answers_become_unknown(
     snapshot = await store.resync_snapshot(inbox.id, 1)
     assert snapshot is not None and snapshot.vanished is None
     # Pruning again (nothing old) leaves the newer record alone.
-    assert await store.prune_expunge_log(datetime.now(UTC) - timedelta(days=1)) == 0
+    assert await store.prune_expunge_log(datetime.now(UTC) - timedelta(days=1)) == (0, 0)
     assert await store.expunged_since(inbox.id, pruned_at.highestmodseq) == [2]
+    # A later run from the cursor finds the newer record once it is old.
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert (await store.prune_expunge_log(later, after_id=cursor))[0] == 1
+    assert await store.expunged_since(inbox.id, pruned_at.highestmodseq) is None
