@@ -173,6 +173,8 @@ class ImapConfig:
     idle_timeout_seconds: float = 1800.0
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
+    # Days the change log keeps expunged UIDs for QRESYNC (RFC 7162); 0: forever.
+    expunged_retention_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)

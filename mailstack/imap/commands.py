@@ -83,9 +83,22 @@ class Enable:
 
 
 @dataclass(frozen=True, slots=True)
+class Qresync:
+    """SELECT/EXAMINE (QRESYNC (uidvalidity modseq [known-uids] [seq-match-data]))
+    (RFC 7162 3.2.5); ``seq_match`` pairs message numbers with UIDs."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
     mailbox: str
     readonly: bool
+    condstore: bool = False  # (CONDSTORE) parameter, RFC 7162 3.1.8
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +196,8 @@ class Fetch:
     uid: bool
     sequence: SequenceSet
     items: tuple[FetchAtt, ...]
+    changed_since: int | None = None  # (CHANGEDSINCE n), RFC 7162 3.1.4
+    vanished: bool = False  # (... VANISHED), RFC 7162 3.2.6
 
 
 FlagMode = Literal["add", "remove", "replace"]
@@ -195,6 +210,7 @@ class Store:
     mode: FlagMode
     silent: bool
     flags: tuple[str, ...]
+    unchanged_since: int | None = None  # (UNCHANGEDSINCE n), RFC 7162 3.1.3
 
 
 @dataclass(frozen=True, slots=True)

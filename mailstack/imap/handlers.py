@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import trio
 
 from mailstack import mime
-from mailstack.imap import bodystructure, responses
+from mailstack.imap import bodystructure, condstore, responses
 from mailstack.imap import commands as c
 from mailstack.imap.mailbox_view import MailboxView
 from mailstack.imap.mutf7 import Mutf7Error
@@ -191,14 +191,32 @@ class Handlers:
         if change.kind is ChangeKind.MESSAGE_NEW:
             self.view.message_added(change.uid)
         elif change.kind is ChangeKind.MESSAGE_EXPUNGED:
-            self.view.message_expunged(change.uid)
+            self.view.message_expunged(change.uid, change.modseq)
         elif change.kind is ChangeKind.MESSAGE_FLAGS and change.flags is not None:
-            self.view.flags_changed(change.uid, change.flags)
+            self.view.flags_changed(change.uid, change.flags, change.modseq)
 
     async def flush(self, *, expunges_allowed: bool) -> None:
         if self.view is not None and self.view.has_pending:
-            for line in self.view.flush(expunges_allowed=expunges_allowed):
+            lines = self.view.flush(
+                expunges_allowed=expunges_allowed,
+                condstore=condstore.condstore_on(self.session),
+                qresync=condstore.qresync_on(self.session),
+            )
+            for line in lines:
                 await self.send(line)
+
+    async def announce_expunged(self, uids: list[int]) -> None:
+        """This session's own EXPUNGE/MOVE: EXPUNGE responses, or one VANISHED
+        once QRESYNC is on (RFC 7162 3.2.10)."""
+        assert self.view is not None
+        shown = sorted(u for u in set(uids) if self.view.seq_of(u) is not None)
+        numbers = self.view.remove_now(shown)
+        if condstore.qresync_on(self.session):
+            if shown:
+                await self.send(b"* VANISHED %s\r\n" % from_numbers(shown).encode())
+            return
+        for seq in numbers:
+            await self.send(b"* %d EXPUNGE\r\n" % seq)
 
     # -- commands ---------------------------------------------------------------
     async def login(self, username: str, password: str, peer_ip: str) -> AccountRecord | None:
@@ -209,21 +227,36 @@ class Handlers:
         newly = [
             cap for cap in cmd.capabilities if cap in ENABLEABLE and cap not in self.session.enabled
         ]
-        self.session.enabled.update(newly)
-        names = {"IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT"}
+        for cap in newly:
+            condstore.enable(self.session, cap)
+        names = {
+            "IMAP4REV2": "IMAP4rev2",
+            "UTF8=ACCEPT": "UTF8=ACCEPT",
+            "CONDSTORE": "CONDSTORE",
+            "QRESYNC": "QRESYNC",
+        }
         await self.send(responses.untagged(" ".join(["ENABLED", *(names[n] for n in newly)])))
         return "Enabled"
 
     async def select(self, cmd: c.Select) -> tuple[str, str]:
+        problem = condstore.select_problem(self.session, cmd)
+        if problem is not None:
+            raise CommandFailed(problem, status="BAD")
         if self.mailbox is not None:
             self.mailbox = None
             self.view = None
             self.session.state = State.AUTHENTICATED
-            if self.session.rev2:
+            # RFC 9051 7.1 / RFC 7162 3.2.11: CLOSED marks where the old
+            # mailbox's responses end.
+            if self.session.rev2 or condstore.qresync_on(self.session):
                 await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
         mailbox = await self._mailbox(cmd.mailbox)
+        resync = await condstore.select_snapshot(self, mailbox, cmd)
         cached = self.cache.cached(mailbox)
-        if cached is not None:
+        if resync is not None:
+            mailbox = resync.mailbox
+            messages = resync.uid_flags
+        elif cached is not None:
             messages = [(r.uid, r.flags) for r in cached]
         else:
             messages = await self.store.list_uid_flags(mailbox.id)
@@ -254,6 +287,8 @@ class Handlers:
         self.readonly = cmd.readonly
         self.saved = ()
         self.session.state = State.SELECTED
+        if resync is not None and cmd.qresync is not None:
+            await condstore.send_resync(self, resync, cmd.qresync)
         return ("READ-ONLY" if cmd.readonly else "READ-WRITE"), "Selected"
 
     async def create(self, cmd: c.Create) -> str:
@@ -442,15 +477,14 @@ class Handlers:
         return "Closed"
 
     async def expunge(self, cmd: c.Expunge) -> str:
-        mailbox, view = self._selected()
+        mailbox, _ = self._selected()
         if self.readonly:
             raise CommandFailed("Mailbox is read-only", "CANNOT")
         uids = None if cmd.uids is None else self._target_uids(cmd.uids, uid=True)
         if uids == []:
             return "Expunge completed"
         removed = await self.store.expunge(mailbox.id, uids)
-        for seq in view.remove_now(removed):
-            await self.send(b"* %d EXPUNGE\r\n" % seq)
+        await self.announce_expunged(removed)
         return "Expunge completed"
 
     async def search_uids(self, key: c.SearchKey, charset: str | None) -> Sequence[int]:
@@ -488,11 +522,17 @@ class Handlers:
         returns = cmd.returns
         if returns is None and self.session.rev2:
             returns = ("ALL",)
+        highest = await condstore.search_modseq(self, cmd.key, found, returns)
         if returns is None:
-            await self.send(responses.untagged(" ".join(["SEARCH", *map(str, numbers)])))
+            tail = [f"(MODSEQ {highest})"] if highest else []
+            await self.send(responses.untagged(" ".join(["SEARCH", *map(str, numbers), *tail])))
             return "Search completed"
         if "SAVE" in returns:
             self.saved = tuple(found)
+            if found and not {"ALL", "COUNT"} & set(returns) and {"MIN", "MAX"} & set(returns):
+                # RFC 5182 2.4: SAVE with MIN and/or MAX alone keeps just those.
+                kept = [found[0]] if "MIN" in returns else []
+                self.saved = tuple(dict.fromkeys(kept + ([found[-1]] if "MAX" in returns else [])))
             returns = tuple(r for r in returns if r != "SAVE")
             if not returns:
                 return "Search completed"
@@ -508,11 +548,16 @@ class Handlers:
                 parts.append(f"ALL {from_numbers(sorted(numbers))}")
         if "COUNT" in returns:
             parts.append(f"COUNT {len(numbers)}")
+        if highest:
+            parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.10
         await self.send(responses.untagged(" ".join(parts)))
         return "Search completed"
 
     async def fetch(self, cmd: c.Fetch) -> str:
         mailbox, view = self._selected()
+        problem = condstore.fetch_problem(self.session, cmd)
+        if problem is not None:
+            raise CommandFailed(problem, status="BAD")
         uids = self._target_uids(cmd.sequence, cmd.uid)
         items = list(cmd.items)
         if cmd.uid and not any(i.name == "UID" for i in items):
@@ -527,6 +572,10 @@ class Handlers:
             for i in items
         )
         records = await self._records(uids)
+        if cmd.changed_since is not None:
+            records = [r for r in records if r.modseq > cmd.changed_since]
+        if cmd.vanished:
+            await condstore.send_fetch_vanished(self, cmd)
         if sets_seen:
             unseen = [r.uid for r in records if "\\Seen" not in r.flags]
             if unseen:
@@ -537,6 +586,7 @@ class Handlers:
                 records = [now.get(r.uid, r) for r in records]
                 if not any(i.name == "FLAGS" for i in items):
                     items.append(c.FetchAtt("FLAGS"))
+        condstore.fetch_items(self.session, cmd, items)
         utf8 = self.session.utf8
         for start in range(0, len(records), FETCH_BATCH):
             batch = records[start : start + FETCH_BATCH]
@@ -610,7 +660,7 @@ class Handlers:
             return label + b" ~{%d}\r\n" % len(data) + data
         return label + b" " + _literal(data)
 
-    async def store_flags(self, cmd: c.Store) -> str:
+    async def store_flags(self, cmd: c.Store) -> tuple[str, str]:
         mailbox, view = self._selected()
         if self.readonly:
             raise CommandFailed("Mailbox is read-only", "CANNOT")
@@ -620,26 +670,14 @@ class Handlers:
             if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
                 raise CommandFailed(f"Flag {flag} cannot be set", status="BAD")
         if not uids:
-            return "Store completed"
-        changed, _ = await self.store.set_flags(mailbox.id, uids, cmd.mode, flags)
+            return "", "Store completed"
+        changed, failed = await self.store.set_flags(
+            mailbox.id, uids, cmd.mode, flags, unchanged_since=cmd.unchanged_since
+        )
         for record in changed:
             view.own_flags(record.uid, record.flags)
-        if not cmd.silent:
-            # RFC 9051 6.4.6: the new flags of every message in the set.
-            current = {r.uid: r for r in changed}
-            unchanged = [u for u in uids if u not in current]
-            for record in await self._records(unchanged):
-                current[record.uid] = record
-            for uid in uids:
-                seq = view.seq_of(uid)
-                if seq is None or uid not in current:
-                    continue
-                uid_part = b"UID %d " % uid if cmd.uid else b""
-                await self.send(
-                    b"* %d FETCH (%sFLAGS %s)\r\n"
-                    % (seq, uid_part, responses.flag_list(current[uid].flags))
-                )
-        return "Store completed"
+        code = await condstore.store_responses(self, cmd, uids, changed, failed)
+        return code, ("Conditional STORE failed" if code else "Store completed")
 
     async def copy(self, cmd: c.Copy) -> tuple[str, str]:
         mailbox, view = self._selected()
@@ -668,8 +706,7 @@ class Handlers:
             # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
             if code:
                 await self.send(responses.untagged(f"OK [{code}] Moved"))
-            for seq in view.remove_now([p[0] for p in pairs]):
-                await self.send(b"* %d EXPUNGE\r\n" % seq)
+            await self.announce_expunged([p[0] for p in pairs])
             return "", "Move completed"
         return code, "Copy completed"
 

@@ -63,7 +63,7 @@ ALLOWED_STATES: dict[type, frozenset[State]] = {
 # their UID forms are fine.
 NO_EXPUNGE_AFTER = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 
-ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT")
+ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC")
 
 # Announced once authenticated: SORT/THREAD (RFC 5256, 5957, 5267),
 # COMPRESS (RFC 4978), QUOTA (RFC 9208), BINARY (RFC 3516), MULTIAPPEND (RFC 3502).
@@ -144,6 +144,8 @@ class SessionState:
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "ESEARCH",
+            "CONDSTORE",
+            "QRESYNC",
             "SEARCHRES",
             "STATUS=SIZE",
             f"APPENDLIMIT={self.settings.max_literal_bytes}",

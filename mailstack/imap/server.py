@@ -17,9 +17,11 @@ from mailstack.auth import sasl
 from mailstack.imap import commands as c
 from mailstack.imap import quota, responses, sorting
 from mailstack.imap.compress import DeflateStream
+from mailstack.imap.expunge_history import prune_forever
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
 from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
+from mailstack.imap.modseq import enables_condstore
 from mailstack.imap.protocol import NO_EXPUNGE_AFTER, SessionState, Settings, State
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
@@ -206,6 +208,8 @@ class Connection:
         if problem is not None:
             await self.send(responses.tagged(tag, "BAD", problem))
             return True
+        if enables_condstore(cmd):  # RFC 7162 3.1
+            self.session.enabled.add("CONDSTORE")
         try:
             keep_going = await self.execute(tag, cmd)
         except CommandFailed as exc:
@@ -284,7 +288,7 @@ class Connection:
         elif isinstance(cmd, c.Fetch):
             text = await h.fetch(cmd)
         elif isinstance(cmd, c.Store):
-            text = await h.store_flags(cmd)
+            code, text = await h.store_flags(cmd)
         elif isinstance(cmd, c.Sort):
             text = await sorting.sort(h, cmd, tag)
         elif isinstance(cmd, c.Thread):
@@ -463,13 +467,18 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Connection(ctx, slots, cache, stream, peer).run()
 
-    await net.serve_plain_and_tls(
-        "imap",
-        handler,
-        config.listen,
-        config.tls_listen,
-        tls=ctx.tls,
-        limits=limits,
-        refuse=_refuse,
-        task_status=task_status,
-    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prune_forever, ctx.store, config.expunged_retention_days)
+        try:
+            await net.serve_plain_and_tls(
+                "imap",
+                handler,
+                config.listen,
+                config.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=_refuse,
+                task_status=task_status,
+            )
+        finally:
+            nursery.cancel_scope.cancel()

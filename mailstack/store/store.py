@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names
+from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names, resync
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -459,6 +459,30 @@ class Store:
         """Take an imported folder's UIDVALIDITY, if the mailbox never held a
         message and no other mailbox has that value; True if it now has it."""
         return await self._write(imports.adopt_uidvalidity, mailbox_id, uidvalidity)
+
+    # -- CONDSTORE / QRESYNC (added by the condstore work; see resync.py) ---
+    async def resync_snapshot(self, mailbox_id: int, since: int) -> resync.ResyncSnapshot | None:
+        """What a QRESYNC SELECT reports, read in one transaction (None: no
+        such mailbox).  ``vanished`` is None when expunges after ``since``
+        were pruned from the change log (RFC 7162 3.2.5.2 fallback)."""
+        return await self._read(resync.resync_snapshot, mailbox_id, since)
+
+    async def expunged_since(self, mailbox_id: int, since: int) -> list[int] | None:
+        """UIDs expunged with MODSEQ above ``since``, or None when the change
+        log no longer reaches back that far."""
+        return await self._read(resync.expunged_since, mailbox_id, since)
+
+    async def prune_expunge_log(
+        self, before: datetime, *, after_id: int = 0, batch: int = 1000
+    ) -> tuple[int, int]:
+        """Forget expunges logged before ``before`` (each batch its own short
+        transaction); returns (rows removed, change-log id to pass as
+        ``after_id`` next time, so the next run walks only newer rows)."""
+        cursor, removed, more = after_id, 0, True
+        while more:
+            cursor, count, more = await self._write(resync.prune_expunges, before, cursor, batch)
+            removed += count
+        return removed, cursor
 
 
 @asynccontextmanager

@@ -36,6 +36,7 @@ PURE_NAMES = (
     "base_subject.py",
     "collation.py",
     "sort_keys.py",
+    "modseq.py",
 )
 
 
