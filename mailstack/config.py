@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,29 @@ class SmtpConfig:
     data_timeout_seconds: float = 600.0
     # Submission only: allow AUTH without TLS when the client is on loopback.
     allow_plaintext_auth_on_loopback: bool = False
+    # MX only (ignored on submission): SPF (RFC 7208), DKIM (RFC 6376) and
+    # DMARC (RFC 7489) checks of inbound mail, reported in an
+    # Authentication-Results header (RFC 8601) on every delivered message.
+    authentication_checks: bool = True
+    # The authserv-id naming this server in that header; "" = hostname.
+    authserv_id: str = ""
+    # SPF "fail" of MAIL FROM: "mark" (deliver, spf=fail in the header) or
+    # "reject" (550 5.7.1 at the end of DATA).
+    spf_fail: str = "mark"
+    # DMARC "fail" where the From domain publishes p=reject: "honour"
+    # (550 5.7.1 at the end of DATA, nothing stored) or "mark" (deliver).
+    dmarc_reject: str = "honour"
+    # All checks of one message end within this; what is unfinished then is
+    # a temperror (RFC 7208 4.6.4 asks at least 20 s for SPF).
+    authentication_timeout_seconds: float = 20.0
+    # Worker threads running checks at once (the libraries block on DNS).
+    max_concurrent_checks: int = 8
+    # DKIM signatures verified per message (each costs a DNS lookup and a
+    # public-key operation); further ones are not reported.
+    max_dkim_signatures: int = 5
+    # A recipient over quota: "temporary" (452 4.2.2, the client retries) or
+    # "permanent" (552 5.2.2, the sender gets a bounce).  RFC 5321 4.2.5 / RFC 3463.
+    over_quota: str = "temporary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +177,8 @@ class ImapConfig:
     idle_timeout_seconds: float = 1800.0
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
+    # Days the change log keeps expunged UIDs for QRESYNC (RFC 7162); 0: forever.
+    expunged_retention_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +254,25 @@ class DnsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One ``[[dkim.keys]]`` table: a private key signing for ``domain`` under
+    ``selector`` (the TXT record at ``selector._domainkey.domain``)."""
+
+    domain: str = ""
+    selector: str = ""
+    # PEM private key, RSA (rsa-sha256, RFC 6376) or Ed25519 (ed25519-sha256,
+    # RFC 8463); the algorithm follows from the key.
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    # Submitted mail whose From domain has keys here is signed with each of
+    # them (an RSA and an Ed25519 key side by side is RFC 8463's advice).
+    keys: tuple[DkimKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     # After SIGTERM (systemctl stop): listeners close at once, open sessions
     # get this long to finish, then are cancelled.  Keep it below the unit's
@@ -251,6 +296,7 @@ SECTIONS: dict[str, type] = {
     "websocket": WebsocketConfig,
     "capture": CaptureConfig,
     "dns": DnsConfig,
+    "dkim": DkimConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
 }
@@ -270,6 +316,7 @@ class Config:
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
@@ -290,6 +337,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OVER_QUOTA = ("temporary", "permanent")
 
 
 def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
@@ -377,6 +425,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(source, f"{section}.max_recipients", "must be at least 1")
         if smtp.max_message_bytes < 1024:
             raise ConfigError(source, f"{section}.max_message_bytes", "must be at least 1024")
+        if smtp.over_quota not in OVER_QUOTA:
+            raise ConfigError(
+                source, f"{section}.over_quota", f"must be one of {', '.join(OVER_QUOTA)}"
+            )
     if config.imap.idle_timeout_seconds and config.imap.idle_timeout_seconds < 1:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
@@ -401,6 +453,7 @@ def _validate(config: Config) -> None:
     if not 0.001 <= config.database.change_check_seconds <= 60:
         raise ConfigError(source, "database.change_check_seconds", "must be 0.001 to 60")
     _validate_auth(config.auth, source)
+    _validate_mail_authentication(config, source)
     _validate_websocket(config.websocket, source)
     _validate_capture(config.capture, source)
 
@@ -463,6 +516,54 @@ def _validate_auth(auth: AuthConfig, source: str) -> None:
         )
     if auth.throttle_max_entries < 1:
         raise ConfigError(source, "auth.throttle_max_entries", "must be at least 1")
+
+
+SPF_FAIL_ACTIONS = ("mark", "reject")
+DMARC_REJECT_ACTIONS = ("honour", "mark")
+# RFC 6376 3.1: a selector is one or more dot-separated sub-domain labels.
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _is_dns_name(name: str) -> bool:
+    return bool(name) and all(_DNS_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _validate_mail_authentication(config: Config, source: str) -> None:
+    smtp = config.smtp
+    if smtp.spf_fail not in SPF_FAIL_ACTIONS:
+        raise ConfigError(source, "smtp.spf_fail", f"must be one of {', '.join(SPF_FAIL_ACTIONS)}")
+    if smtp.dmarc_reject not in DMARC_REJECT_ACTIONS:
+        raise ConfigError(
+            source, "smtp.dmarc_reject", f"must be one of {', '.join(DMARC_REJECT_ACTIONS)}"
+        )
+    if any(c.isspace() or c in ';()"' for c in smtp.authserv_id):
+        raise ConfigError(source, "smtp.authserv_id", f"not a host name: {smtp.authserv_id!r}")
+    if smtp.authentication_timeout_seconds <= 0:
+        raise ConfigError(source, "smtp.authentication_timeout_seconds", "must be greater than 0")
+    for name in ("max_concurrent_checks", "max_dkim_signatures"):
+        if getattr(smtp, name) < 1:
+            raise ConfigError(source, f"smtp.{name}", "must be at least 1")
+    if config.submission.max_concurrent_checks < 1:
+        raise ConfigError(source, "submission.max_concurrent_checks", "must be at least 1")
+    seen: set[tuple[str, str]] = set()
+    for i, key in enumerate(config.dkim.keys):
+        where = f"dkim.keys[{i}]"
+        for name in ("domain", "selector", "key_file"):
+            if not getattr(key, name):
+                raise ConfigError(source, f"{where}.{name}", "required")
+        if not _is_dns_name(key.domain):
+            raise ConfigError(source, f"{where}.domain", f"not a domain name: {key.domain!r}")
+        if not _is_dns_name(key.selector):
+            raise ConfigError(source, f"{where}.selector", f"not a selector: {key.selector!r}")
+        pair = (key.domain.lower(), key.selector.lower())
+        if pair in seen:
+            raise ConfigError(
+                source, f"{where}.selector", f"{key.selector} of {key.domain} is listed twice"
+            )
+        seen.add(pair)
+        if not os.access(key.key_file, os.R_OK):
+            problem = "file not found" if not os.path.exists(key.key_file) else "not readable"
+            raise ConfigError(source, f"{where}.key_file", f"{problem}: {key.key_file}")
 
 
 def check_data_dir(config: Config) -> None:

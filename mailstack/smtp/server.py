@@ -21,6 +21,7 @@ from mailstack.config import SmtpConfig
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
 from mailstack.smtp import delivery, replies
+from mailstack.smtp.mailauth import MailAuthentication
 from mailstack.smtp.protocol import (
     Authenticate,
     CheckRecipient,
@@ -62,9 +63,11 @@ class SmtpSession:
         *,
         submission: bool,
         recipients: delivery.RecipientCache,
+        mailauth: MailAuthentication,
         capture: Capture | None = None,
     ) -> None:
         self._ctx = ctx
+        self._mailauth = mailauth
         # Capture mode (test mail server): recipients and messages go to
         # capture accounts instead of local delivery; nothing is relayed.
         self._capture = capture
@@ -75,6 +78,11 @@ class SmtpSession:
         self._peer = peer
         self._submission = submission
         self._hostname = ctx.config.hostname
+        self._full_reply = (
+            replies.MAILBOX_FULL_PERMANENT
+            if config.over_quota == "permanent"
+            else replies.MAILBOX_FULL
+        )
         self._log = session_logger(logger, peer.session_id)
         self._account_id: int | None = None
         self._messages = 0
@@ -189,6 +197,7 @@ class SmtpSession:
                 remote_reply=remote,
                 cache=self._recipients,
                 now=trio.current_time(),
+                full_reply=self._full_reply,
             )
             core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, Authenticate):
@@ -248,18 +257,28 @@ class SmtpSession:
     async def _deliver(self, event: MessageReceived) -> None:
         version, cipher = self._tls()
         connection = delivery.Connection(self._peer.session_id, self._peer.ip, version, cipher)
-        if self._capture is not None:
+        # DKIM signing (submission) or SPF/DKIM/DMARC checks (MX) first; in
+        # capture mode the message is kept as the application sent it.
+        prepared = (
+            event
+            if self._capture is not None
+            else await self._mailauth.prepare(self._core.session, self._peer.ip, event)
+        )
+        if isinstance(prepared, replies.Reply):
+            reply = prepared
+        elif self._capture is not None:
             reply = await self._capture.deliver(
-                self._core.session, connection, event, submission=self._submission
+                self._core.session, connection, prepared, submission=self._submission
             )
         else:
             reply = await delivery.deliver(
                 self._ctx.store,
                 self._core.session,
                 connection,
-                event,
+                prepared,
                 hostname=self._hostname,
                 submission=self._submission,
+                full_reply=self._full_reply,
             )
         if reply.positive:
             self._messages += 1
@@ -291,12 +310,20 @@ async def _serve(
 ) -> None:
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     recipients = delivery.RecipientCache()
+    mailauth = MailAuthentication(ctx.config, submission=submission)
     sessions: set[SmtpSession] = set()
     capture = await Capture.open(ctx.config, ctx.store) if ctx.config.capture.enabled else None
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
-            ctx, config, stream, peer, submission=submission, recipients=recipients, capture=capture
+            ctx,
+            config,
+            stream,
+            peer,
+            submission=submission,
+            recipients=recipients,
+            mailauth=mailauth,
+            capture=capture,
         )
         sessions.add(session)
         try:

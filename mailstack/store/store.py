@@ -40,6 +40,7 @@ from mailstack.store import (
     imports,
     maildrop_locks,
     names,
+    resync,
     retention,
     websocket_reads,
 )
@@ -316,6 +317,28 @@ class Store:
 
         return await self._write_prepared(prepare, inserts_only=True)
 
+    async def append_all(
+        self,
+        mailbox_id: int,
+        messages: Sequence[tuple[bytes, Iterable[str], datetime | None]],
+    ) -> list[StoredMessage]:
+        """IMAP MULTIAPPEND (RFC 3502): (raw, flags, internal date) each, all
+        or none (one transaction), UIDs consecutive in the order given.
+        Raises TooBig / OverQuota / InvalidName (a flag) for the whole call."""
+        limit = self._config.imap.max_literal_bytes
+        if any(len(raw) > limit for raw, _, _ in messages):
+            raise TooBig(f"message is larger than {limit} bytes")
+        now = datetime.now(UTC)
+        checked = [
+            (raw, names.normalize_flags(flags), when or now) for raw, flags, when in messages
+        ]
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analyzed = [(raw, mime.analyze(raw), flags, when) for raw, flags, when in checked]
+            return lambda session: tx.append_all(session, mailbox_id, analyzed)
+
+        return await self._write_prepared(prepare, inserts_only=True)
+
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""
         return await self._read(tx.list_messages, mailbox_id, since_uid)
@@ -472,6 +495,30 @@ class Store:
         """Take an imported folder's UIDVALIDITY, if the mailbox never held a
         message and no other mailbox has that value; True if it now has it."""
         return await self._write(imports.adopt_uidvalidity, mailbox_id, uidvalidity)
+
+    # -- CONDSTORE / QRESYNC (added by the condstore work; see resync.py) ---
+    async def resync_snapshot(self, mailbox_id: int, since: int) -> resync.ResyncSnapshot | None:
+        """What a QRESYNC SELECT reports, read in one transaction (None: no
+        such mailbox).  ``vanished`` is None when expunges after ``since``
+        were pruned from the change log (RFC 7162 3.2.5.2 fallback)."""
+        return await self._read(resync.resync_snapshot, mailbox_id, since)
+
+    async def expunged_since(self, mailbox_id: int, since: int) -> list[int] | None:
+        """UIDs expunged with MODSEQ above ``since``, or None when the change
+        log no longer reaches back that far."""
+        return await self._read(resync.expunged_since, mailbox_id, since)
+
+    async def prune_expunge_log(
+        self, before: datetime, *, after_id: int = 0, batch: int = 1000
+    ) -> tuple[int, int]:
+        """Forget expunges logged before ``before`` (each batch its own short
+        transaction); returns (rows removed, change-log id to pass as
+        ``after_id`` next time, so the next run walks only newer rows)."""
+        cursor, removed, more = after_id, 0, True
+        while more:
+            cursor, count, more = await self._write(resync.prune_expunges, before, cursor, batch)
+            removed += count
+        return removed, cursor
 
 
 @asynccontextmanager
