@@ -84,4 +84,6 @@ async def watch(
         detail = f"{reason.code} {reason.reason or reason.name}" if reason else "closed"
         raise WatchError(f"{url}: connection closed ({detail})") from None
     except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
-        raise WatchError(f"{url}: cannot connect: {exc}") from None
+        # trio-websocket's HandshakeError says why in its cause.
+        why = str(exc) or str(exc.__cause__ or "") or type(exc).__name__
+        raise WatchError(f"{url}: cannot connect: {why}") from None
