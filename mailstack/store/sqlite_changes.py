@@ -11,7 +11,9 @@ the change log, while the change log itself is only read when something
 changed.  Timestamps on some file systems are coarse: the watcher's
 periodic poll (``[database] safety_poll_seconds``) catches whatever a check
 misses.  Our own commits change the files too; the extra wake-up finds
-nothing new, which costs one indexed query.
+nothing new, which costs one indexed query.  A process nobody subscribed to
+(an SMTP-only unit) looks only every ``IDLE_CHECK_SECONDS``: a hundred
+wake-ups a second would be its largest idle cost, for no reader.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 import trio
 
 _Signature = tuple[tuple[int, int] | None, ...]
+
+IDLE_CHECK_SECONDS = 0.25
 
 
 def _signature(paths: tuple[Path, ...]) -> _Signature:
@@ -38,15 +42,18 @@ def _signature(paths: tuple[Path, ...]) -> _Signature:
 
 
 class SqliteFileWatch:
-    def __init__(self, database: Path, interval: float) -> None:
+    def __init__(
+        self, database: Path, interval: float, *, active: Callable[[], bool] = lambda: True
+    ) -> None:
         self._paths = (database, database.with_name(database.name + "-wal"))
         self._interval = interval
+        self._active = active  # whether anybody waits for changes now
 
     async def run(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever the database files change; runs until cancelled."""
         last = _signature(self._paths)
         while True:
-            await trio.sleep(self._interval)
+            await trio.sleep(self._interval if self._active() else IDLE_CHECK_SECONDS)
             # Two stat calls on a local file: microseconds, fine on the trio thread.
             current = _signature(self._paths)
             if current != last:

@@ -123,7 +123,11 @@ class Store:
             database = engine.url.database
             watch = None
             if database and database != ":memory:":
-                watch = SqliteFileWatch(Path(database), config.database.change_check_seconds)
+                watch = SqliteFileWatch(
+                    Path(database),
+                    config.database.change_check_seconds,
+                    active=lambda: self._watcher.has_subscribers,
+                )
             self._watcher = ChangeWatcher(
                 self._changes_batch,
                 self._last_change_id,

@@ -70,6 +70,10 @@ class ChangeWatcher:
         self._subscribers.setdefault(account_id, set()).add(send)
         return receive
 
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers)
+
     def kick(self) -> None:
         """Poll now (called after a local commit)."""
         self._wakeup.set()
