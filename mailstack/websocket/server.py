@@ -99,7 +99,7 @@ class WebSocketSession:
         config: WebsocketConfig,
         ws: WebSocketConnection,
         account: AccountRecord,
-        cache: feed.SummaryCache,
+        cache: feed.EventCache,
         log: logging.LoggerAdapter[logging.Logger],
     ) -> None:
         self._ctx = ctx
@@ -115,9 +115,12 @@ class WebSocketSession:
         self.requests = 0
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(p.encode(message))
+
+    async def send_text(self, text: str) -> None:
         """Send one frame; a vanished client ends the session."""
         try:
-            await self._ws.send_message(p.encode(message))
+            await self._ws.send_message(text)
         except ConnectionClosed:
             self._scope.cancel()
             await trio.lowlevel.checkpoint()
@@ -134,7 +137,7 @@ class WebSocketSession:
         return reason
 
     async def _feed(self, channel: trio.MemoryReceiveChannel[Any]) -> None:
-        await feed.follow(self._ctx.store, self._account.id, channel, self._cache, self.send)
+        await feed.follow(self._ctx.store, self._account.id, channel, self._cache, self.send_text)
         # The store stopped under us: nothing more will come.
         with trio.move_on_after(CLOSE_SECONDS):
             await self._ws.aclose(INTERNAL_ERROR, "store stopped")
@@ -221,7 +224,7 @@ async def serve(
     tls = await trio.to_thread.run_sync(_tls_provider, ctx)
     warn_if_exposed(config.listen, tls is not None)
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
-    cache = feed.SummaryCache(ctx.store)
+    cache = feed.EventCache(ctx.store)
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         log = session_logger(logger, peer.session_id)
