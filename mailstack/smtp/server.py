@@ -168,7 +168,12 @@ class SmtpSession:
         if isinstance(event, CheckSender):
             core.answer(await self._check_sender(event))
         elif isinstance(event, CheckRecipient):
-            remote = replies.RELAY_NOT_CONFIGURED if self._submission else replies.RELAY_DENIED
+            remote = replies.RELAY_DENIED
+            if self._submission:
+                # With the queue on, other domains are accepted and queued
+                # (delivery.hand_over); without it mail never leaves.
+                queueing = self._ctx.config.outbound.enabled
+                remote = replies.RECIPIENT_OK if queueing else replies.RELAY_NOT_CONFIGURED
             decision = await delivery.check_recipient(
                 self._ctx.store,
                 event.address,
@@ -239,6 +244,7 @@ class SmtpSession:
             event,
             hostname=self._hostname,
             submission=self._submission,
+            max_hops=self._config.max_hops,
         )
         if reply.positive:
             self._messages += 1

@@ -79,13 +79,14 @@ def submit(
     raw: bytes,
     analysis: MessageAnalysis,
     outgoing: Outgoing | None,
+    queued_raw: bytes,
     now: datetime,
 ) -> list[StoredMessage]:
     """Local copies and the queue entry in one transaction: one commit
     answers the submission's 250."""
     stored = tx.deliver(session, account_ids, raw, analysis, now) if account_ids else []
     if outgoing is not None and outgoing.recipients:
-        enqueue(session, outgoing, raw, now)
+        enqueue(session, outgoing, queued_raw, now)
     return stored
 
 

@@ -416,19 +416,22 @@ class Store:
         raw: bytes,
         outgoing: Outgoing | None,
         *,
+        queued_raw: bytes | None = None,
         internal_date: datetime | None = None,
     ) -> list[StoredMessage]:
-        """Submission: a copy in each local account's INBOX and, for the
-        other recipients, an entry in the outbound queue, in one durable
-        (group) commit.  Raises OverQuota / TooBig like :meth:`deliver`."""
+        """Submission: ``raw`` in each local account's INBOX and, for the
+        other recipients, ``queued_raw`` (default ``raw``) in the outbound
+        queue, in one durable (group) commit.  Raises OverQuota / TooBig
+        like :meth:`deliver`."""
         if len(raw) > self._config.smtp.max_message_bytes:
             raise TooBig(f"message is larger than {self._config.smtp.max_message_bytes} bytes")
         ids = list(account_ids)
         when = internal_date or datetime.now(UTC)
+        queued = raw if queued_raw is None else queued_raw
 
         def prepare() -> Callable[[Session], list[StoredMessage]]:
             analysis = mime.analyze(raw)
-            return lambda session: queue.submit(session, ids, raw, analysis, outgoing, when)
+            return lambda session: queue.submit(session, ids, raw, analysis, outgoing, queued, when)
 
         stored = await self._write_prepared(prepare, inserts_only=True)
         if outgoing is not None and outgoing.recipients:
