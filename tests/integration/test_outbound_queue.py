@@ -1,0 +1,328 @@
+"""Outbound delivery end to end, on loopback only.
+
+A test DNS server (tests/support/dns_server.py) answers MX and A records of
+the test domains; the remote MX is a second mailstack stack (hosting
+``remote.test``) or, where the test needs to script its replies, the small
+trio SMTP server of tests/support/smtp_stub.py.  Mail is submitted as
+alice@example.test over the sending stack's submission port with smtplib.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import trio
+
+from mailstack.auth.passwords import PasswordHasher
+from mailstack.config import DnsConfig, Endpoint
+from tests.support.dns_server import Zone, serve_dns
+from tests.support.smtp_stub import SmtpStub
+
+from .conftest import Stack, StackFactory
+from .test_smtp_smtplib import messages_of
+
+SENDER = "alice@example.test"
+PASSWORD = "alice-password"
+FAST_RETRY = {"retry_initial_seconds": 0.2, "retry_max_seconds": 0.5, "poll_seconds": 0.2}
+
+
+def zone_for(*domains: str) -> Zone:
+    zone = Zone()
+    for domain in domains:
+        zone.add(domain, "MX", f"10 mx.{domain}.")
+        zone.add(f"mx.{domain}", "A", "127.0.0.1")
+    return zone
+
+
+async def sending_stack(
+    stack_factory: StackFactory,
+    dns: Endpoint,
+    port: int,
+    *,
+    services: tuple[str, ...] = ("submission", "queue"),
+    **outbound: Any,
+) -> Stack:
+    return await stack_factory(
+        services=list(services),
+        submission={"allow_plaintext_auth_on_loopback": True},
+        dns=DnsConfig(nameservers=(dns,), timeout_seconds=2.0),
+        outbound={"enabled": True, "port": port, **FAST_RETRY, **outbound},
+    )
+
+
+async def remote_stack(stack_factory: StackFactory, *accounts: str) -> Stack:
+    """A second mailstack as the MX of remote.test (its certificate names
+    mx.remote.test, issued by the same test CA)."""
+    remote = await stack_factory(services=["smtp"], hostname="mx.remote.test")
+    await remote.store.add_domain("remote.test")
+    password_hash = PasswordHasher(remote.config.auth).hash("x")
+    for address in accounts:
+        await remote.store.add_account(address, password_hash)
+    return remote
+
+
+def message(to: list[str], subject: str = "hello", extra: str = "") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = subject
+    msg.set_content(f"outbound test\n{extra}")
+    return msg
+
+
+async def submit(stack: Stack, msg: EmailMessage, to: list[str], sender: str = SENDER) -> None:
+    host, port = stack.addr("submission")
+
+    def send() -> None:
+        with smtplib.SMTP(host, port) as client:
+            client.login(SENDER, PASSWORD)
+            client.send_message(msg, from_addr=sender, to_addrs=to)
+
+    await trio.to_thread.run_sync(send)
+
+
+async def wait_until_queue_empty(stack: Stack) -> None:
+    while await stack.store.list_queue():
+        await trio.sleep(0.05)
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
+
+
+def delivery_status(raw: bytes) -> str:
+    report = parse(raw)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    [status] = [p for p in report.iter_parts() if p.get_content_type() == "message/delivery-status"]
+    return str(status)
+
+
+async def test_submitted_message_reaches_remote_mx_once(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("remote.test"))
+            remote = await remote_stack(stack_factory, "carol@remote.test", "dave@remote.test")
+            _, mx_port = remote.addr("smtp")
+            stack = await sending_stack(
+                stack_factory, dns, mx_port, tls_ca_file=str(remote.ca_pem_path)
+            )
+            to = ["carol@remote.test", "dave@remote.test", "bob@example.test"]
+            await submit(stack, message(to), to)
+            while len(await messages_of(remote, "dave@remote.test")) < 1:
+                await trio.sleep(0.05)
+            await wait_until_queue_empty(stack)
+            await trio.sleep(0.5)  # room for a wrong second delivery
+            for address in ("carol@remote.test", "dave@remote.test"):
+                [delivered] = await messages_of(remote, address)
+                header = delivered.split(b"\r\n\r\n")[0]
+                assert b"Subject: hello" in header
+                # Our submission trace, then the remote's, which says TLS was used.
+                assert header.count(b"Received:") == 2
+                assert b"(using TLS" in header
+            # The local recipient got its copy directly, not through the queue.
+            assert len(await messages_of(stack, "bob@example.test")) == 1
+            assert await messages_of(stack, SENDER) == []  # no DSN
+            nursery.cancel_scope.cancel()
+
+
+async def test_remote_4xx_is_retried_then_delivered(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("stub.test"))
+            stub = SmtpStub(data_replies=["451 4.3.0 busy, try later", "421 4.4.5 still busy"])
+            port = await nursery.start(stub.serve)
+            stack = await sending_stack(stack_factory, dns, port)
+            await submit(stack, message(["erin@stub.test"]), ["erin@stub.test"])
+            while not stub.accepted:
+                await trio.sleep(0.05)
+            await wait_until_queue_empty(stack)
+            assert stub.transactions == 3
+            assert [(s, r) for s, r, _ in stub.accepted] == [(SENDER, ["erin@stub.test"])]
+            assert await messages_of(stack, SENDER) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_remote_5xx_gives_exactly_one_dsn(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("remote.test"))
+            remote = await remote_stack(stack_factory, "carol@remote.test")
+            _, mx_port = remote.addr("smtp")
+            stack = await sending_stack(
+                stack_factory, dns, mx_port, tls_ca_file=str(remote.ca_pem_path)
+            )
+            to = ["carol@remote.test", "nobody@remote.test"]
+            await submit(stack, message(to, "to a typo"), to)
+            while not await messages_of(stack, SENDER):
+                await trio.sleep(0.05)
+            await wait_until_queue_empty(stack)
+            await trio.sleep(0.5)  # a second DSN would arrive now
+            [bounce] = await messages_of(stack, SENDER)
+            status = delivery_status(bounce)
+            assert "Final-Recipient: rfc822; nobody@remote.test" in status
+            assert "Action: failed" in status
+            assert "Status: 5.1.1" in status
+            assert "Remote-MTA: dns; mx.remote.test" in status
+            assert "carol@remote.test" not in status
+            assert bounce.startswith(b"Return-Path: <>\r\n")
+            assert b"Subject: to a typo" in bounce  # the returned header
+            assert len(await messages_of(remote, "carol@remote.test")) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_null_mx_and_unknown_domain_bounce(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            zone = Zone()
+            zone.add("nullmx.test", "MX", "0 .")
+            dns = await nursery.start(serve_dns, zone)
+            stack = await sending_stack(stack_factory, dns, 9)
+            to = ["x@nullmx.test", "y@nxdomain.test"]
+            await submit(stack, message(to), to)
+            while len(await messages_of(stack, SENDER)) < 1:
+                await trio.sleep(0.05)
+            await wait_until_queue_empty(stack)
+            statuses = [delivery_status(raw) for raw in await messages_of(stack, SENDER)]
+            text = "\n".join(statuses)
+            assert "Status: 5.1.10" in text and "x@nullmx.test" in text
+            assert "Status: 5.1.2" in text and "y@nxdomain.test" in text
+            nursery.cancel_scope.cancel()
+
+
+async def test_next_mx_is_tried_and_temporary_dns_failure_waits(
+    stack_factory: StackFactory,
+) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            zone = Zone()
+            # The preferred MX refuses connections (nothing listens on 127.0.0.2).
+            zone.add("stub.test", "MX", "5 dead.stub.test.", "10 mx.stub.test.")
+            zone.add("dead.stub.test", "A", "127.0.0.2")
+            zone.add("mx.stub.test", "A", "127.0.0.1")
+            zone.fail("broken.test")
+            dns = await nursery.start(serve_dns, zone)
+            stub = SmtpStub()
+            port = await nursery.start(stub.serve)
+            stack = await sending_stack(stack_factory, dns, port)
+            await submit(stack, message(["erin@stub.test"]), ["erin@stub.test"])
+            await submit(stack, message(["z@broken.test"]), ["z@broken.test"])
+            while not stub.accepted:
+                await trio.sleep(0.05)
+            # broken.test stays queued (SERVFAIL is temporary), nothing bounces.
+            while True:
+                entries = await stack.store.list_queue()
+                if len(entries) == 1 and entries[0].recipients[0].attempts >= 2:
+                    break
+                await trio.sleep(0.05)
+            [entry] = entries
+            assert entry.recipients[0].address == "z@broken.test"
+            assert "4.4.3" in entry.recipients[0].last_result
+            assert await messages_of(stack, SENDER) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_mail_loop_stops(stack_factory: StackFactory) -> None:
+    """The remote hands every message straight back to our submission (as a
+    forwarding loop between two systems would): each round adds Received
+    fields until our hop limit refuses it."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("stub.test"))
+            refusals: list[int] = []
+            stack_box: list[Stack] = []
+
+            async def forward_back(sender: str, recipients: list[str], content: bytes) -> None:
+                host, port = stack_box[0].addr("submission")
+                looped = (
+                    b"Received: from stub.test by stub.test; Sun, 29 Nov 2026 00:00:00 +0000\r\n"
+                )
+
+                def resubmit() -> None:
+                    with smtplib.SMTP(host, port) as client:
+                        client.login(SENDER, PASSWORD)
+                        try:
+                            client.sendmail(sender, recipients, looped + content)
+                        except smtplib.SMTPDataError as exc:
+                            refusals.append(exc.smtp_code)
+
+                await trio.to_thread.run_sync(resubmit)
+
+            stub = SmtpStub(on_accept=forward_back)
+            port = await nursery.start(stub.serve)
+            stack = await stack_factory(
+                services=["submission", "queue"],
+                submission={"allow_plaintext_auth_on_loopback": True, "max_hops": 8},
+                dns=DnsConfig(nameservers=(dns,)),
+                outbound={"enabled": True, "port": port, **FAST_RETRY},
+            )
+            stack_box.append(stack)
+            await submit(stack, message(["loop@stub.test"]), ["loop@stub.test"])
+            while not refusals:
+                await trio.sleep(0.05)
+            await wait_until_queue_empty(stack)
+            await trio.sleep(0.5)
+            assert refusals == [554]
+            # Two Received per round (ours and the stub's): 8 allowed, the 5th round refused.
+            assert len(stub.accepted) == 5
+            nursery.cancel_scope.cancel()
+
+
+async def test_queued_message_over_hop_limit_bounces(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("stub.test"))
+            stub = SmtpStub()
+            port = await nursery.start(stub.serve)
+            stack = await sending_stack(stack_factory, dns, port, max_hops=3)
+            trace = b"".join(
+                b"Received: from a%d.test by b.test; Sun, 29 Nov 2026 00:00:00 +0000\r\n" % i
+                for i in range(3)
+            )
+            host, sub_port = stack.addr("submission")
+
+            def send() -> None:
+                with smtplib.SMTP(host, sub_port) as client:
+                    client.login(SENDER, PASSWORD)
+                    client.sendmail(
+                        SENDER,
+                        ["x@stub.test"],
+                        trace + message(["x"]).as_bytes(policy=email.policy.SMTP),
+                    )
+
+            await trio.to_thread.run_sync(send)
+            while not await messages_of(stack, SENDER):
+                await trio.sleep(0.05)
+            [bounce] = await messages_of(stack, SENDER)
+            assert "Status: 5.4.6" in delivery_status(bounce)
+            assert stub.transactions == 0
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("listener", ["smtp"])
+async def test_inbound_hop_limit(stack_factory: StackFactory, listener: str) -> None:
+    with trio.fail_after(30):
+        stack = await stack_factory(services=[listener], smtp={"max_hops": 2})
+        host, port = stack.addr(listener)
+        trace = b"Received: from a by b; Sun, 29 Nov 2026 00:00:00 +0000\r\n"
+
+        def send(hops: int) -> int:
+            with smtplib.SMTP(host, port) as client:
+                try:
+                    client.sendmail(
+                        "x@elsewhere.test", ["bob@example.test"], trace * hops + b"\r\nhi\r\n"
+                    )
+                except smtplib.SMTPDataError as exc:
+                    return exc.smtp_code
+                return 250
+
+        assert await trio.to_thread.run_sync(send, 2) == 250
+        assert await trio.to_thread.run_sync(send, 3) == 554
+        assert len(await messages_of(stack, "bob@example.test")) == 1
