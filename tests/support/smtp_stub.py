@@ -8,9 +8,10 @@ lets a test script the reply to the end of the data per transaction:
     port = await nursery.start(stub.serve)
     ... stub.accepted  # [(sender, [recipients], content)] answered 250
 
-``stall`` (a trio.Event) makes the next transaction's data reply wait until
-the event is set (a remote that is slow, for killing a client mid-delivery);
-``stalled`` is set once a transaction waits there.
+``stall`` (a trio.Event) makes the next transaction (for ``stall_recipient``
+if set) wait before its data reply until the event is set (a remote that is
+slow, for killing a client mid-delivery); ``stalled`` is set once a
+transaction waits there.  A client that goes away only ends its session.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SmtpStub:
     # Recipients refused at RCPT with this reply.
     refuse: dict[str, str] = field(default_factory=dict)
     stall: trio.Event | None = None
+    stall_recipient: str = ""
     stalled: trio.Event = field(default_factory=trio.Event)
     # Awaited after a message was accepted (250 already sent).
     on_accept: Handler | None = None
@@ -49,6 +51,12 @@ class SmtpStub:
             task_status.started(port)
 
     async def _session(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._converse(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
         self.connections += 1
         buffer = ReceiveBuffer()
 
@@ -108,7 +116,8 @@ class SmtpStub:
                             break
                         content += data_line[1:] if data_line.startswith(b".") else data_line
                     self.transactions += 1
-                    if self.stall is not None:
+                    wanted = not self.stall_recipient or self.stall_recipient in recipients
+                    if self.stall is not None and wanted:
                         stall, self.stall = self.stall, None
                         self.stalled.set()
                         await stall.wait()
