@@ -110,4 +110,10 @@ def build_dsn(
     headers.set_type("text/rfc822-headers")
     headers.set_payload(header_block(original).decode("utf-8", "replace"))
     report.attach(headers)
-    return report.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
+    # Non-ASCII addresses or returned header fields make it an internationalized
+    # message (RFC 6533 6): UTF-8 as is, which needs SMTPUTF8 to travel.
+    international = not all(r.address.isascii() for r in reports) or not (
+        recipient.isascii() and header_block(original).isascii()
+    )
+    policy = email.policy.SMTPUTF8 if international else email.policy.SMTP
+    return report.as_bytes(policy=policy.clone(max_line_length=998))

@@ -468,8 +468,9 @@ class QueueRunner:
             now=datetime.now(UTC),
             delayed=delayed,
         )
+        international = not raw.isascii()  # dsn.build_dsn: UTF-8 only when it must
         outgoing = Outgoing(
-            sender="", recipients=(message.sender,), smtputf8=not message.sender.isascii()
+            sender="", recipients=(message.sender,), smtputf8=international, eight_bit=international
         )
         return [(outgoing, raw)]
 

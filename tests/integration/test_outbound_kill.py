@@ -25,7 +25,7 @@ from tests.support.dns_server import serve_dns
 from tests.support.smtp_stub import SmtpStub
 
 from .conftest import Stack, StackFactory
-from .test_outbound_queue import message, submit, zone_for
+from .test_outbound_queue import message, submit, until, wait_until_queue_empty, zone_for
 
 LEASE_SECONDS = 1.0
 
@@ -69,6 +69,10 @@ async def recipient_states(stack: Stack) -> dict[str, RecipientState]:
     return {r.address: r.state for m in await stack.store.list_queue() for r in m.recipients}
 
 
+async def carol_delivered(stack: Stack) -> bool:
+    return (await recipient_states(stack)).get("carol@a.test") is RecipientState.DELIVERED
+
+
 async def test_sigkill_mid_delivery_then_restart_delivers_each_once(
     stack_factory: StackFactory, tmp_path: Path
 ) -> None:
@@ -90,10 +94,7 @@ async def test_sigkill_mid_delivery_then_restart_delivers_each_once(
             first = await start_queue(config_file, log)
             try:
                 await stub.stalled.wait()
-                while (await recipient_states(stack)).get("carol@a.test") != (
-                    RecipientState.DELIVERED
-                ):
-                    await trio.sleep(0.02)
+                await until(lambda: carol_delivered(stack))
             finally:
                 first.send_signal(signal.SIGKILL)
                 await first.wait()
@@ -106,8 +107,7 @@ async def test_sigkill_mid_delivery_then_restart_delivers_each_once(
 
             second = await start_queue(config_file, log)
             try:
-                while await stack.store.list_queue():
-                    await trio.sleep(0.05)
+                await wait_until_queue_empty(stack)
                 await trio.sleep(LEASE_SECONDS + 0.5)  # room for a wrong second delivery
             finally:
                 second.send_signal(signal.SIGTERM)

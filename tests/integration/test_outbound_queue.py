@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
 
@@ -86,9 +87,24 @@ async def submit(stack: Stack, msg: EmailMessage, to: list[str], sender: str = S
     await trio.to_thread.run_sync(send)
 
 
-async def wait_until_queue_empty(stack: Stack) -> None:
-    while await stack.store.list_queue():
+async def until(check: Callable[[], Awaitable[object]]) -> None:
+    """Poll ``check`` until it is true: the store has no event to wait on
+    for another process's or the queue's work (the caller bounds the time)."""
+    while True:
+        if await check():
+            return
         await trio.sleep(0.05)
+
+
+async def wait_until_queue_empty(stack: Stack) -> None:
+    async def empty() -> bool:
+        return not await stack.store.list_queue()
+
+    await until(empty)
+
+
+async def count(stack: Stack, address: str) -> int:
+    return len(await messages_of(stack, address))
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -116,8 +132,7 @@ async def test_submitted_message_reaches_remote_mx_once(stack_factory: StackFact
             )
             to = ["carol@remote.test", "dave@remote.test", "bob@example.test"]
             await submit(stack, message(to), to)
-            while len(await messages_of(remote, "dave@remote.test")) < 1:
-                await trio.sleep(0.05)
+            await until(lambda: count(remote, "dave@remote.test"))
             await wait_until_queue_empty(stack)
             await trio.sleep(0.5)  # room for a wrong second delivery
             for address in ("carol@remote.test", "dave@remote.test"):
@@ -141,8 +156,7 @@ async def test_remote_4xx_is_retried_then_delivered(stack_factory: StackFactory)
             port = await nursery.start(stub.serve)
             stack = await sending_stack(stack_factory, dns, port)
             await submit(stack, message(["erin@stub.test"]), ["erin@stub.test"])
-            while not stub.accepted:
-                await trio.sleep(0.05)
+            await until(stub.has_accepted)
             await wait_until_queue_empty(stack)
             assert stub.transactions == 3
             assert [(s, r) for s, r, _ in stub.accepted] == [(SENDER, ["erin@stub.test"])]
@@ -161,8 +175,7 @@ async def test_remote_5xx_gives_exactly_one_dsn(stack_factory: StackFactory) -> 
             )
             to = ["carol@remote.test", "nobody@remote.test"]
             await submit(stack, message(to, "to a typo"), to)
-            while not await messages_of(stack, SENDER):
-                await trio.sleep(0.05)
+            await until(lambda: count(stack, SENDER))
             await wait_until_queue_empty(stack)
             await trio.sleep(0.5)  # a second DSN would arrive now
             [bounce] = await messages_of(stack, SENDER)
@@ -187,8 +200,7 @@ async def test_null_mx_and_unknown_domain_bounce(stack_factory: StackFactory) ->
             stack = await sending_stack(stack_factory, dns, 9)
             to = ["x@nullmx.test", "y@nxdomain.test"]
             await submit(stack, message(to), to)
-            while len(await messages_of(stack, SENDER)) < 1:
-                await trio.sleep(0.05)
+            await until(lambda: count(stack, SENDER))
             await wait_until_queue_empty(stack)
             statuses = [delivery_status(raw) for raw in await messages_of(stack, SENDER)]
             text = "\n".join(statuses)
@@ -214,8 +226,7 @@ async def test_next_mx_is_tried_and_temporary_dns_failure_waits(
             stack = await sending_stack(stack_factory, dns, port)
             await submit(stack, message(["erin@stub.test"]), ["erin@stub.test"])
             await submit(stack, message(["z@broken.test"]), ["z@broken.test"])
-            while not stub.accepted:
-                await trio.sleep(0.05)
+            await until(stub.has_accepted)
             # broken.test stays queued (SERVFAIL is temporary), nothing bounces.
             while True:
                 entries = await stack.store.list_queue()
@@ -265,8 +276,11 @@ async def test_mail_loop_stops(stack_factory: StackFactory) -> None:
             )
             stack_box.append(stack)
             await submit(stack, message(["loop@stub.test"]), ["loop@stub.test"])
-            while not refusals:
-                await trio.sleep(0.05)
+
+            async def refused() -> bool:
+                return bool(refusals)
+
+            await until(refused)
             await wait_until_queue_empty(stack)
             await trio.sleep(0.5)
             assert refusals == [554]
@@ -298,8 +312,7 @@ async def test_queued_message_over_hop_limit_bounces(stack_factory: StackFactory
                     )
 
             await trio.to_thread.run_sync(send)
-            while not await messages_of(stack, SENDER):
-                await trio.sleep(0.05)
+            await until(lambda: count(stack, SENDER))
             [bounce] = await messages_of(stack, SENDER)
             assert "Status: 5.4.6" in delivery_status(bounce)
             assert stub.transactions == 0

@@ -43,6 +43,9 @@ class SmtpStub:
     transactions: int = 0
     connections: int = 0
 
+    async def has_accepted(self) -> bool:
+        return bool(self.accepted)
+
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
