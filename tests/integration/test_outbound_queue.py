@@ -14,6 +14,7 @@ import email.policy
 import smtplib
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ import trio
 
 from mailstack.auth.passwords import PasswordHasher
 from mailstack.config import DnsConfig, Endpoint
+from mailstack.store.records import Outgoing
 from tests.support.dns_server import Zone, serve_dns
 from tests.support.smtp_stub import SmtpStub
 
@@ -339,3 +341,77 @@ async def test_inbound_hop_limit(stack_factory: StackFactory, listener: str) -> 
         assert await trio.to_thread.run_sync(send, 2) == 250
         assert await trio.to_thread.run_sync(send, 3) == 554
         assert len(await messages_of(stack, "bob@example.test")) == 1
+
+
+async def test_delay_warning_then_expiry(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("stub.test"))
+            stub = SmtpStub(refuse={"slow@stub.test": "450 4.2.1 mailbox busy"})
+            port = await nursery.start(stub.serve)
+            stack = await sending_stack(
+                stack_factory, dns, port, delay_warning_seconds=0.3, max_age_seconds=2.0
+            )
+            await submit(stack, message(["slow@stub.test"]), ["slow@stub.test"])
+
+            async def two_notices() -> bool:
+                return await count(stack, SENDER) >= 2
+
+            await until(two_notices)
+            await wait_until_queue_empty(stack)
+            delayed, expired = [delivery_status(raw) for raw in await messages_of(stack, SENDER)]
+            assert "Action: delayed" in delayed and "Status: 4.2.1" in delayed
+            assert "Action: failed" in expired and "Status: 4.4.7" in expired
+            assert "450 4.2.1 mailbox busy" in expired
+            assert stub.connections >= 3  # retried with backoff in between
+            nursery.cancel_scope.cancel()
+
+
+async def test_no_bounce_for_a_bounce(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            zone = Zone()
+            zone.add("nullmx.test", "MX", "0 .")
+            dns = await nursery.start(serve_dns, zone)
+            stack = await sending_stack(stack_factory, dns, 9)
+            await stack.store.enqueue(
+                Outgoing("", ("x@nullmx.test",)), b"Subject: a DSN\r\n\r\nreport\r\n"
+            )
+            await wait_until_queue_empty(stack)
+            await trio.sleep(0.5)
+            assert await stack.store.list_queue() == []
+            assert await count(stack, SENDER) == 0
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_smarthost_with_tls_and_auth(
+    stack_factory: StackFactory, tmp_path: Path, mode: str
+) -> None:
+    """The relay is another mailstack's submission service: it insists on
+    TLS before AUTH and queues what it accepts (its queue is not running)."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, Zone())
+            relay = await stack_factory(services=["submission"], outbound={"enabled": True})
+            host, port = relay.addr("submission", implicit_tls=mode == "implicit")
+            password_file = tmp_path / "relay-password"
+            password_file.write_text(PASSWORD + "\n")
+            stack = await sending_stack(
+                stack_factory,
+                dns,
+                25,
+                smarthost=f"{host}:{port}",
+                smarthost_tls=mode,
+                smarthost_username=SENDER,
+                smarthost_password_file=str(password_file),
+                tls_ca_file=str(relay.ca_pem_path),
+            )
+            await submit(stack, message(["zed@far.test"]), ["zed@far.test"])
+            await wait_until_queue_empty(stack)
+            [relayed] = await relay.store.list_queue()
+            assert relayed.sender == SENDER
+            assert [r.address for r in relayed.recipients] == ["zed@far.test"]
+            content = await relay.store.read_queued_content(relayed.id)
+            assert content.count(b"Received:") == 2
+            nursery.cancel_scope.cancel()
