@@ -301,7 +301,8 @@ async def deliver(
                     local_targets=targets,
                     remote_recipients=remote,
                     smtputf8=_needs_smtputf8(event.mail.smtputf8, event.mail.sender, remote, raw),
-                    eight_bit=event.mail.body is commands.Body.EIGHT_BIT or not raw.isascii(),
+                    # What the bytes are, not what BODY= claimed (RFC 6152).
+                    eight_bit=not raw.isascii(),
                 ),
                 now=now,
             )

@@ -58,8 +58,9 @@ def _literal(domain: str) -> str | None:
 async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str) -> list[Host]:
     """The hosts to try for ``domain``, best preference first (equal
     preferences shuffled, RFC 5321 5.1)."""
-    if _literal(domain) is not None:
-        return [Host(domain, 0)]
+    literal = _literal(domain)
+    if literal is not None:
+        return [Host(literal, 0)]
     try:
         answer = await resolver.resolve(domain, "MX")
     except dns.resolver.NXDOMAIN:

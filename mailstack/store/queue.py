@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailstack.mime import MessageAnalysis
@@ -288,11 +288,22 @@ def delete_message(session: Session, message_id: int) -> int:
 
 
 def next_due(session: Session) -> datetime | None:
-    """When the earliest waiting recipient is due (leases aside)."""
-    moment = session.scalar(
-        select(QueuedRecipient.next_attempt_at)
-        .where(QueuedRecipient.state == QUEUED)
-        .order_by(QueuedRecipient.next_attempt_at)
-        .limit(1)
+    """When a waiting recipient can next be claimed: its retry time, or the
+    end of the lease someone holds on it (so nobody polls while a delivery
+    runs)."""
+    free_at = case(
+        (
+            and_(
+                QueuedRecipient.lease_until.is_not(None),
+                QueuedRecipient.lease_until > QueuedRecipient.next_attempt_at,
+            ),
+            QueuedRecipient.lease_until,
+        ),
+        else_=QueuedRecipient.next_attempt_at,
     )
-    return _aware(moment) if moment is not None else None
+    moment = session.scalar(select(func.min(free_at)).where(QueuedRecipient.state == QUEUED))
+    if moment is None:
+        return None
+    if isinstance(moment, str):  # SQLite: min() over a CASE loses the column type
+        moment = datetime.fromisoformat(moment)
+    return _aware(moment)

@@ -415,3 +415,39 @@ async def test_smarthost_with_tls_and_auth(
             content = await relay.store.read_queued_content(relayed.id)
             assert content.count(b"Received:") == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_unverified_certificate_opportunistic_or_required(
+    stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The remote's certificate is from a CA the sender does not trust:
+    remote.test gets its mail over unverified TLS (and a log line);
+    strict.test, listed in require_tls_domains, keeps waiting."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("remote.test", "strict.test"))
+            remote = await remote_stack(stack_factory, "carol@remote.test")
+            await remote.store.add_domain("strict.test")
+            await remote.store.add_account("dan@strict.test", "x")
+            _, mx_port = remote.addr("smtp")
+            stack = await sending_stack(
+                stack_factory, dns, mx_port, require_tls_domains=["strict.test"]
+            )
+            to = ["carol@remote.test", "dan@strict.test"]
+            await submit(stack, message(to), to)
+            await until(lambda: count(remote, "carol@remote.test"))
+            [delivered] = await messages_of(remote, "carol@remote.test")
+            assert b"(using TLS" in delivered.split(b"\r\n\r\n")[0]
+
+            async def strict_retried() -> bool:
+                entries = await stack.store.list_queue()
+                return bool(entries) and entries[0].recipients[-1].attempts >= 2
+
+            await until(strict_retried)
+            [entry] = await stack.store.list_queue()
+            strict = entry.recipients[-1]
+            assert strict.address == "dan@strict.test"
+            assert "4.7.5" in strict.last_result and "certificate" in strict.last_result
+            assert await count(remote, "dan@strict.test") == 0
+            assert "did not verify" in caplog.text
+            nursery.cancel_scope.cancel()

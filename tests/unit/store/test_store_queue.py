@@ -109,3 +109,14 @@ async def test_local_delivery_of_a_queued_message(store: Store, alice: AccountRe
     inbox = await store.get_mailbox(alice.id, "INBOX")
     assert inbox is not None and inbox.messages == 1
     assert await store.list_queue() == []
+
+
+async def test_next_due_waits_for_leases(store: Store) -> None:
+    assert await store.next_queue_due() is None
+    before = datetime.now(UTC)
+    await store.enqueue(Outgoing("s@x.test", ("a@a.test",)), RAW)
+    due = await store.next_queue_due()
+    assert due is not None and before - timedelta(seconds=1) <= due <= datetime.now(UTC)
+    await store.claim_deliveries("w", lease_seconds=600, limit=5)
+    leased = await store.next_queue_due()
+    assert leased is not None and leased > datetime.now(UTC) + timedelta(seconds=500)
