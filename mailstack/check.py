@@ -1,7 +1,7 @@
 """``mailstack check``: is this configuration and installation ready to start?
 
-Run it before the first start and after every upgrade (docs/systemd.md).  The
-configuration itself was already loaded and validated by the CLI (a mistake
+Run it before the first start and after every upgrade (README, "Installing as
+systemd units").  The configuration itself was already loaded and validated by the CLI (a mistake
 there is one line and exit status 2); this looks at what the configuration
 points to:
 

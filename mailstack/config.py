@@ -69,6 +69,12 @@ class DatabaseConfig:
     busy_timeout_ms: int = 10_000
     # Group commit: how many deliveries one transaction may carry.
     max_batch: int = 64
+    # PostgreSQL: other hosts' changes arrive by LISTEN/NOTIFY; the change
+    # watcher also polls this often in case a notification was missed.
+    safety_poll_seconds: float = 5.0
+    # PostgreSQL: how long opening a connection may take before the request
+    # fails with a temporary error (libpq connect_timeout, whole seconds).
+    connect_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,10 @@ class Pop3Config:
     # RFC 1939 3: autologout timer of at least 10 minutes.
     idle_timeout_seconds: float = 600.0
     allow_plaintext_login: bool = False
+    # The maildrop lock (RFC 1939 8) is a row in the store, renewed every
+    # third of this while the session lasts; a host that dies leaves its
+    # locks to lapse after this long.
+    lock_expiry_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +386,14 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
+    if config.database.max_overflow < 0:
+        raise ConfigError(source, "database.max_overflow", "must not be negative")
+    if config.database.connect_timeout_seconds < 1:
+        raise ConfigError(source, "database.connect_timeout_seconds", "must be at least 1")
+    if config.database.safety_poll_seconds <= 0:
+        raise ConfigError(source, "database.safety_poll_seconds", "must be positive")
+    if config.pop3.lock_expiry_seconds < 3:
+        raise ConfigError(source, "pop3.lock_expiry_seconds", "must be at least 3")
     for i, server in enumerate(config.dns.nameservers):
         try:
             ipaddress.ip_address(server.host)

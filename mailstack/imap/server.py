@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from functools import partial
 
 import trio
 
@@ -437,19 +436,13 @@ async def serve(
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Connection(ctx, slots, cache, stream, peer).run()
 
-    async with trio.open_nursery() as nursery:
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        "imap",
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
-        task_status.started(bound)
+    await net.serve_plain_and_tls(
+        "imap",
+        handler,
+        config.listen,
+        config.tls_listen,
+        tls=ctx.tls,
+        limits=limits,
+        refuse=_refuse,
+        task_status=task_status,
+    )

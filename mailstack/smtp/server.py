@@ -297,20 +297,18 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_idle_sessions)
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        name,
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
+        bound: list[net.Bound] = await nursery.start(
+            partial(
+                net.serve_plain_and_tls,
+                name,
+                handler,
+                config.listen,
+                config.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=_refuse,
+            )
+        )
         task_status.started(bound)
 
 

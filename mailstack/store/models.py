@@ -152,6 +152,21 @@ class Message(Base):
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
 
 
+class MaildropLock(Base):
+    """POP3's exclusive access to a maildrop (RFC 1939 8), shared by every
+    host: ``owner`` names the holding process, which renews
+    ``expires_at_ms`` (Unix ms, database clock on PostgreSQL) while the
+    session lasts; an expired row is free, so a dead host's locks lapse."""
+
+    __tablename__ = "maildrop_locks"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class ChangeLog(Base):
     """Append-only; ``id`` is the global cursor every watcher tails."""
 

@@ -33,13 +33,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, names, queue
+from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names, queue
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
+from mailstack.store.notifications import ChangeNotifications
 from mailstack.store.records import (
     AccountRecord,
     AliasRecord,
+    AlreadyExists,
     Change,
     DeliveryJob,
     DomainRecord,
@@ -98,10 +100,21 @@ class Store:
             self._limiter = trio.CapacityLimiter(max(1, total - 1))
         else:
             self._limiter = trio.CapacityLimiter(SQLITE_READ_THREADS)
-        self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
         # Woken by this process's own enqueues so its queue worker starts at
         # once; other processes' mail is found by polling.
         self._queue_kick = trio.Event()
+        if postgresql:
+            # Other hosts' commits arrive by NOTIFY; the poll is a safety net.
+            self._watcher = ChangeWatcher(
+                self._changes_batch,
+                self._last_change_id,
+                poll_seconds=config.database.safety_poll_seconds,
+                notifications=ChangeNotifications(
+                    engine, engines.pg_connect_args(config.database)
+                ).run,
+            )
+        else:
+            self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
         self._writer = GroupCommitWriter(
             self._writes,
             max_batch=config.database.max_batch,
@@ -357,6 +370,29 @@ class Store:
         ids that do not exist are absent.  POP3 reads ahead with this, so
         retrieving a whole maildrop is not one query per message."""
         return await self._read(bulk_reads.read_contents, content_ids)
+
+    # -- POP3 maildrop locks, shared by every host (see maildrop_locks.py) ---
+    async def lock_maildrop(self, account_id: int, owner: str, expiry_seconds: float) -> bool:
+        """Take the account's maildrop for ``owner`` (a process-unique name)
+        for ``expiry_seconds``; False while another owner's lock is live.
+        Raises NotFound for an unknown account."""
+        try:
+            return await self._write(
+                maildrop_locks.try_lock, account_id, owner, int(expiry_seconds * 1000)
+            )
+        except AlreadyExists:
+            return False  # another host inserted the row first
+
+    async def renew_maildrop_locks(
+        self, owner: str, account_ids: Sequence[int], expiry_seconds: float
+    ) -> list[int]:
+        """Extend ``owner``'s locks; returns the ids it lost to another owner."""
+        return await self._write(
+            maildrop_locks.renew, owner, tuple(account_ids), int(expiry_seconds * 1000)
+        )
+
+    async def unlock_maildrop(self, account_id: int, owner: str) -> None:
+        await self._write(maildrop_locks.release, account_id, owner)
 
     # -- IMAP reads (added by the IMAP work; see imap_reads.py) -------------
     async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageRecord]:

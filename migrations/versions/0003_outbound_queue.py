@@ -1,7 +1,7 @@
 """Outbound queue: queued messages and their per-recipient delivery state.
 
-Revision ID: 0002_outbound
-Revises: 0001
+Revision ID: 0003_outbound
+Revises: 0002_pg
 Create Date: 2026-11-29
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_outbound"
-down_revision: str | None = "0001"
+revision: str = "0003_outbound"
+down_revision: str | None = "0002_pg"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
