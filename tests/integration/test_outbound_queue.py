@@ -451,3 +451,39 @@ async def test_unverified_certificate_opportunistic_or_required(
             assert await count(remote, "dan@strict.test") == 0
             assert "did not verify" in caplog.text
             nursery.cancel_scope.cancel()
+
+
+async def test_two_queue_workers_on_postgresql_deliver_each_recipient_once(
+    stack_factory: StackFactory, pg_url: str
+) -> None:
+    """Two hosts' queue services on one PostgreSQL store claim from the
+    same queue: leases keep them from ever sending a recipient twice."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("one.test", "two.test", "three.test"))
+            stub = SmtpStub()
+            port = await nursery.start(stub.serve)
+            shared = {
+                "database": {"url": pg_url},
+                "dns": DnsConfig(nameservers=(dns,)),
+                "outbound": {"enabled": True, "port": port, **FAST_RETRY, "poll_seconds": 0.05},
+            }
+            first = await stack_factory(
+                services=["submission", "queue"],
+                submission={"allow_plaintext_auth_on_loopback": True},
+                **shared,
+            )
+            await stack_factory(services=["queue"], **shared)
+            to = ["a@one.test", "b@one.test", "c@two.test", "d@three.test"]
+            for number in range(12):
+                await submit(first, message(to, f"message {number}"), to)
+            await wait_until_queue_empty(first)
+            await trio.sleep(0.5)
+            sent = sorted(
+                (parse(content)["Subject"], recipient)
+                for _, recipients, content in stub.accepted
+                for recipient in recipients
+            )
+            expected = sorted((f"message {n}", r) for n in range(12) for r in to)
+            assert sent == expected
+            nursery.cancel_scope.cancel()
