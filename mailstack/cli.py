@@ -247,6 +247,10 @@ def cmd_alias_del(config: Config, args: argparse.Namespace) -> None:
 # -- queue (outbound delivery) -----------------------------------------------------
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -275,19 +279,19 @@ def cmd_queue_list(config: Config, args: argparse.Namespace) -> None:
             else:
                 status = f"next attempt {_when(r.next_attempt_at)}"
             last = f", last: {r.last_result}" if r.last_result else ""
-            print(f"    <{r.address}>  {status}, {r.attempts} attempts{last}")
-    print(f"{len(messages)} messages, {waiting} recipients waiting")
+            print(f"    <{r.address}>  {status}, {_count(r.attempts, 'attempt')}{last}")
+    print(f"{_count(len(messages), 'message')}, {_count(waiting, 'recipient')} waiting")
 
 
 def cmd_queue_retry(config: Config, args: argparse.Namespace) -> None:
     count = _run_store(config, lambda store: store.retry_queue(args.id))
     which = f"message {args.id}" if args.id is not None else "the queue"
-    print(f"{which}: {count} recipients due now (a running queue service picks them up)")
+    print(f"{which}: {_count(count, 'recipient')} due now (a running queue service picks them up)")
 
 
 def cmd_queue_delete(config: Config, args: argparse.Namespace) -> None:
     waiting = _run_store(config, lambda store: store.delete_queued(args.id))
-    print(f"deleted message {args.id} from the queue ({waiting} recipients were waiting)")
+    print(f"deleted message {args.id} from the queue ({_count(waiting, 'recipient')} waiting)")
 
 
 def _add_queue_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
