@@ -106,9 +106,12 @@ def build_dsn(
     status.set_payload(blocks)  # type: ignore[arg-type]  # the email package's own form
     report.attach(status)
 
+    returned = header_block(original).decode("utf-8", "replace")
     headers = EmailMessage()
-    headers.set_type("text/rfc822-headers")
-    headers.set_payload(header_block(original).decode("utf-8", "replace"))
+    # 8bit, not base64: RFC 6532 header fields stay readable as they were.
+    headers.set_content(
+        returned, subtype="rfc822-headers", cte="7bit" if returned.isascii() else "8bit"
+    )
     report.attach(headers)
     # Non-ASCII addresses or returned header fields make it an internationalized
     # message (RFC 6533 6): UTF-8 as is, which needs SMTPUTF8 to travel.

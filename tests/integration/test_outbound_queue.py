@@ -487,3 +487,64 @@ async def test_two_queue_workers_on_postgresql_deliver_each_recipient_once(
             expected = sorted((f"message {n}", r) for n in range(12) for r in to)
             assert sent == expected
             nursery.cancel_scope.cancel()
+
+
+async def test_lease_is_renewed_while_a_slow_delivery_runs(stack_factory: StackFactory) -> None:
+    """A delivery that outlasts lease_seconds keeps its lease (renewed), so
+    the second worker on the same store never starts it a second time."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("stub.test"))
+            gate = trio.Event()
+            stub = SmtpStub(stall=gate)
+            port = await nursery.start(stub.serve)
+            outbound = {"enabled": True, "port": port, **FAST_RETRY, "lease_seconds": 0.6}
+            first = await stack_factory(
+                services=["submission", "queue"],
+                submission={"allow_plaintext_auth_on_loopback": True},
+                dns=DnsConfig(nameservers=(dns,)),
+                outbound=outbound,
+            )
+            await stack_factory(
+                services=["queue"],
+                database={"url": first.config.database_url},
+                dns=DnsConfig(nameservers=(dns,)),
+                outbound=outbound,
+            )
+            await submit(first, message(["slow@stub.test"]), ["slow@stub.test"])
+            await stub.stalled.wait()
+            await trio.sleep(2.0)  # more than three lease periods
+            assert stub.connections == 1
+            gate.set()
+            await wait_until_queue_empty(first)
+            assert stub.connections == 1 and len(stub.accepted) == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_8bit_message_to_a_7bit_server_is_returned_not_mangled(
+    stack_factory: StackFactory,
+) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            dns = await nursery.start(serve_dns, zone_for("old.test"))
+            stub = SmtpStub(extensions=("PIPELINING",))
+            port = await nursery.start(stub.serve)
+            stack = await sending_stack(stack_factory, dns, port)
+            host, sub_port = stack.addr("submission")
+            body = "Subject: caf\u00e9\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            body += "Content-Transfer-Encoding: 8bit\r\n\r\nd\u00e9j\u00e0 vu\r\n"
+
+            def send() -> None:
+                with smtplib.SMTP(host, sub_port) as client:
+                    client.login(SENDER, PASSWORD)
+                    client.sendmail(
+                        SENDER, ["x@old.test"], body.encode(), mail_options=["BODY=8BITMIME"]
+                    )
+
+            await trio.to_thread.run_sync(send)
+            await until(lambda: count(stack, SENDER))
+            [bounce] = await messages_of(stack, SENDER)
+            status = delivery_status(bounce)
+            assert "Status: 5.6.3" in status and "Diagnostic-Code" not in status
+            assert stub.transactions == 0
+            nursery.cancel_scope.cancel()
