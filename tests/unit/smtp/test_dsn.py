@@ -69,3 +69,18 @@ def test_status_and_header_helpers() -> None:
     assert status_of(Reply(550, "5.7.1", "no")) == "5.7.1"
     assert status_of(Reply(451, None, "later")) == "4.0.0"
     assert header_block(ORIGINAL) == b"From: alice@example.test\r\nSubject: report me\r\n"
+
+
+def test_utf8_returned_header_is_sent_as_8bit() -> None:
+    raw = build_dsn(
+        reporting_mta="mail.example.test",
+        recipient="alice@example.test",
+        original="Subject: caf\u00e9\r\n\r\nbody\r\n".encode(),
+        reports=[RecipientReport("x@old.test", "5.6.3", "needs 8BITMIME")],
+        arrival=datetime(2026, 11, 29, tzinfo=UTC),
+        now=datetime(2026, 11, 29, 1, tzinfo=UTC),
+    )
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    headers = report.get_payload()[2]  # type: ignore[index]
+    assert headers["Content-Transfer-Encoding"] == "8bit"
+    assert "caf\u00e9" in headers.get_content()
