@@ -294,19 +294,45 @@ class QueueRunner:
                 last = Outcome(exc.reply, from_remote=False)
                 continue
             for address in addresses:
-                answered, last = await self._try_address(state, route, host, address, last)
+                answered, refusal = await self._try_address(state, route, host, address)
                 if answered or not state.pending:
                     return
-        state.temporary.update(dict.fromkeys(state.pending, last))
+                if refusal is not None:
+                    last = refusal
+                    state.last_mta = host.name
+        # Every host refused the session (RFC 5321 5.1: each was tried in
+        # turn): the last reason decides, permanent or not.
+        pending = dict.fromkeys(state.pending, last)
+        if last.permanent:
+            await self._record(state, pending, state.last_mta if last.from_remote else None)
+        else:
+            state.temporary.update(pending)
 
     async def _try_address(
-        self, state: _JobState, route: Route, host: routes.Host, address: str, last: Outcome
-    ) -> tuple[bool, Outcome]:
-        """One connection; (whether the server answered for the message, the
-        failure to report if no later host does better)."""
+        self, state: _JobState, route: Route, host: routes.Host, address: str
+    ) -> tuple[bool, Outcome | None]:
+        """One connection: (whether the server took on the message, so no
+        other host should be tried; else why this one failed)."""
         verify = True
         while True:
             core = self._client(state, route, verify)
+            refused: list[Outcome] = []
+
+            async def on_done(
+                outcomes: dict[str, Outcome],
+                core: ClientProtocol = core,
+                refused: list[Outcome] = refused,
+            ) -> None:
+                if core.mail_accepted:
+                    # Results from the server that took the message: final
+                    # ones are committed now, before QUIT.
+                    await self._record(state, outcomes, host.name)
+                else:
+                    # Refused before MAIL was accepted (greeting, EHLO, TLS,
+                    # MAIL itself, a missing extension): the same for every
+                    # recipient, and another host may do better.
+                    refused.extend(outcomes.values())
+
             try:
                 await client.run_session(
                     core,
@@ -316,7 +342,7 @@ class QueueRunner:
                     tls_context=self._verified if verify else self._unverified,
                     implicit_tls=route.implicit_tls,
                     timeouts=self._timeouts,
-                    on_done=lambda outcomes: self._record(state, outcomes, host.name),
+                    on_done=on_done,
                 )
             except client.ConnectFailed as exc:
                 logger.info("queue: %s (%s): %s", host.name, address, exc)
@@ -334,9 +360,9 @@ class QueueRunner:
                 )
                 verify = False
                 continue
-            if core.mail_accepted or not state.pending:
-                return True, last
-            return False, state.last_temporary or last
+            if core.mail_accepted:
+                return True, None
+            return False, refused[0] if refused else None
 
     def _client(self, state: _JobState, route: Route, verify: bool) -> ClientProtocol:
         message = state.job.message
@@ -382,7 +408,6 @@ class QueueRunner:
                 failed.append(_report(address, outcome, remote_mta))
             else:
                 state.temporary[address] = outcome
-                state.last_temporary = outcome
                 continue
             del state.pending[address]
             state.temporary.pop(address, None)
@@ -484,7 +509,7 @@ class _JobState:
         self.content = content
         self.pending = {r.address: r for r in job.message.recipients}
         self.temporary: dict[str, Outcome] = {}
-        self.last_temporary: Outcome | None = None
+        self.last_mta: str | None = None  # the host that gave the latest refusal
 
 
 def _report(address: str, outcome: Outcome, remote_mta: str | None) -> dsn.RecipientReport:

@@ -548,3 +548,25 @@ async def test_8bit_message_to_a_7bit_server_is_returned_not_mangled(
             assert "Status: 5.6.3" in status and "Diagnostic-Code" not in status
             assert stub.transactions == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_mx_refusing_the_session_passes_to_the_next(stack_factory: StackFactory) -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            zone = Zone()
+            zone.add("stub.test", "MX", "5 grumpy.stub.test.", "10 mx.stub.test.")
+            zone.add("grumpy.stub.test", "A", "127.0.0.2")
+            zone.add("mx.stub.test", "A", "127.0.0.1")
+            dns = await nursery.start(serve_dns, zone)
+            good = SmtpStub()
+            port = await nursery.start(good.serve)
+            grumpy = SmtpStub(greeting="554 5.3.2 not accepting mail")
+            await nursery.start(grumpy.serve, "127.0.0.2", port)
+            stack = await sending_stack(stack_factory, dns, port)
+            await submit(stack, message(["erin@stub.test"]), ["erin@stub.test"])
+            await until(good.has_accepted)
+            await wait_until_queue_empty(stack)
+            assert grumpy.connections == 1 and grumpy.transactions == 0
+            assert len(good.accepted) == 1
+            assert await count(stack, SENDER) == 0
+            nursery.cancel_scope.cancel()

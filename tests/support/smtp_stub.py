@@ -30,6 +30,7 @@ Handler = Callable[[str, list[str], bytes], Awaitable[None]]
 @dataclass
 class SmtpStub:
     hostname: str = "stub.test"
+    greeting: str = "220 stub.test ESMTP stub"
     data_replies: list[str] = field(default_factory=list)
     extensions: tuple[str, ...] = ("PIPELINING", "SIZE 10000000", "8BITMIME", "SMTPUTF8")
     # Recipients refused at RCPT with this reply.
@@ -46,8 +47,14 @@ class SmtpStub:
     async def has_accepted(self) -> bool:
         return bool(self.accepted)
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
         port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(trio.serve_listeners, self._session, listeners))
@@ -77,7 +84,12 @@ class SmtpStub:
             await stream.send_all(text.encode() + b"\r\n")
 
         async with stream:
-            await reply(f"220 {self.hostname} ESMTP stub")
+            await reply(self.greeting)
+            if not self.greeting.startswith("220"):
+                # RFC 5321 3.1: after a 554 greeting only QUIT is answered.
+                await line()
+                await reply("221 bye")
+                return
             sender, recipients = "", []
             while True:
                 raw = await line()
