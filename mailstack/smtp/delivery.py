@@ -1,9 +1,12 @@
-"""Local delivery for the SMTP listeners: recipient and sender policy, trace
-headers, and the durable hand-over to the store.
+"""Delivery for the SMTP listeners: recipient and sender policy, trace
+headers, the hop limit, and the durable hand-over to the store.
 
 The policy answers the core's CheckSender/CheckRecipient events; ``deliver``
-answers MessageReceived and returns only after ``Store.deliver`` committed
-(group commit), so the core's 250 always means "on disk".
+answers MessageReceived and returns only after the store committed (group
+commit), so the core's 250 always means "on disk".  On submission with
+``[outbound] enabled``, recipients of other domains are accepted with no
+local targets and :func:`hand_over` queues them in the same commit as the
+local copies.
 """
 
 from __future__ import annotations
@@ -231,7 +234,7 @@ class Submitted:
     eight_bit: bool
 
 
-def _needs_smtputf8(
+def needs_smtputf8(
     mail_smtputf8: bool, sender: str, recipients: tuple[str, ...], raw: bytes
 ) -> bool:
     """RFC 6531: the next hop must offer SMTPUTF8 only when an address or
@@ -300,7 +303,7 @@ async def deliver(
                     raw=raw,
                     local_targets=targets,
                     remote_recipients=remote,
-                    smtputf8=_needs_smtputf8(event.mail.smtputf8, event.mail.sender, remote, raw),
+                    smtputf8=needs_smtputf8(event.mail.smtputf8, event.mail.sender, remote, raw),
                     # What the bytes are, not what BODY= claimed (RFC 6152).
                     eight_bit=not raw.isascii(),
                 ),
