@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -133,6 +134,26 @@ class SmtpConfig:
     allow_plaintext_auth_on_loopback: bool = False
     # RFC 5321 6.3: refuse a message with more Received fields (a mail loop).
     max_hops: int = 100
+    # MX only (ignored on submission): SPF (RFC 7208), DKIM (RFC 6376) and
+    # DMARC (RFC 7489) checks of inbound mail, reported in an
+    # Authentication-Results header (RFC 8601) on every delivered message.
+    authentication_checks: bool = True
+    # The authserv-id naming this server in that header; "" = hostname.
+    authserv_id: str = ""
+    # SPF "fail" of MAIL FROM: "mark" (deliver, spf=fail in the header) or
+    # "reject" (550 5.7.1 at the end of DATA).
+    spf_fail: str = "mark"
+    # DMARC "fail" where the From domain publishes p=reject: "honour"
+    # (550 5.7.1 at the end of DATA, nothing stored) or "mark" (deliver).
+    dmarc_reject: str = "honour"
+    # All checks of one message end within this; what is unfinished then is
+    # a temperror (RFC 7208 4.6.4 asks at least 20 s for SPF).
+    authentication_timeout_seconds: float = 20.0
+    # Worker threads running checks at once (the libraries block on DNS).
+    max_concurrent_checks: int = 8
+    # DKIM signatures verified per message (each costs a DNS lookup and a
+    # public-key operation); further ones are not reported.
+    max_dkim_signatures: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +254,25 @@ class OutboundConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One ``[[dkim.keys]]`` table: a private key signing for ``domain`` under
+    ``selector`` (the TXT record at ``selector._domainkey.domain``)."""
+
+    domain: str = ""
+    selector: str = ""
+    # PEM private key, RSA (rsa-sha256, RFC 6376) or Ed25519 (ed25519-sha256,
+    # RFC 8463); the algorithm follows from the key.
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    # Submitted mail whose From domain has keys here is signed with each of
+    # them (an RSA and an Ed25519 key side by side is RFC 8463's advice).
+    keys: tuple[DkimKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     # After SIGTERM (systemctl stop): listeners close at once, open sessions
     # get this long to finish, then are cancelled.  Keep it below the unit's
@@ -256,6 +296,7 @@ SECTIONS: dict[str, type] = {
     "websocket": WebsocketConfig,
     "dns": DnsConfig,
     "outbound": OutboundConfig,
+    "dkim": DkimConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
 }
@@ -275,6 +316,7 @@ class Config:
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
@@ -405,6 +447,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
     _validate_auth(config.auth, source)
     _validate_outbound(config.outbound, source)
+    _validate_mail_authentication(config, source)
 
 
 def _validate_outbound(outbound: OutboundConfig, source: str) -> None:
@@ -465,6 +508,54 @@ def _validate_auth(auth: AuthConfig, source: str) -> None:
         )
     if auth.throttle_max_entries < 1:
         raise ConfigError(source, "auth.throttle_max_entries", "must be at least 1")
+
+
+SPF_FAIL_ACTIONS = ("mark", "reject")
+DMARC_REJECT_ACTIONS = ("honour", "mark")
+# RFC 6376 3.1: a selector is one or more dot-separated sub-domain labels.
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _is_dns_name(name: str) -> bool:
+    return bool(name) and all(_DNS_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _validate_mail_authentication(config: Config, source: str) -> None:
+    smtp = config.smtp
+    if smtp.spf_fail not in SPF_FAIL_ACTIONS:
+        raise ConfigError(source, "smtp.spf_fail", f"must be one of {', '.join(SPF_FAIL_ACTIONS)}")
+    if smtp.dmarc_reject not in DMARC_REJECT_ACTIONS:
+        raise ConfigError(
+            source, "smtp.dmarc_reject", f"must be one of {', '.join(DMARC_REJECT_ACTIONS)}"
+        )
+    if any(c.isspace() or c in ';()"' for c in smtp.authserv_id):
+        raise ConfigError(source, "smtp.authserv_id", f"not a host name: {smtp.authserv_id!r}")
+    if smtp.authentication_timeout_seconds <= 0:
+        raise ConfigError(source, "smtp.authentication_timeout_seconds", "must be greater than 0")
+    for name in ("max_concurrent_checks", "max_dkim_signatures"):
+        if getattr(smtp, name) < 1:
+            raise ConfigError(source, f"smtp.{name}", "must be at least 1")
+    if config.submission.max_concurrent_checks < 1:
+        raise ConfigError(source, "submission.max_concurrent_checks", "must be at least 1")
+    seen: set[tuple[str, str]] = set()
+    for i, key in enumerate(config.dkim.keys):
+        where = f"dkim.keys[{i}]"
+        for name in ("domain", "selector", "key_file"):
+            if not getattr(key, name):
+                raise ConfigError(source, f"{where}.{name}", "required")
+        if not _is_dns_name(key.domain):
+            raise ConfigError(source, f"{where}.domain", f"not a domain name: {key.domain!r}")
+        if not _is_dns_name(key.selector):
+            raise ConfigError(source, f"{where}.selector", f"not a selector: {key.selector!r}")
+        pair = (key.domain.lower(), key.selector.lower())
+        if pair in seen:
+            raise ConfigError(
+                source, f"{where}.selector", f"{key.selector} of {key.domain} is listed twice"
+            )
+        seen.add(pair)
+        if not os.access(key.key_file, os.R_OK):
+            problem = "file not found" if not os.path.exists(key.key_file) else "not readable"
+            raise ConfigError(source, f"{where}.key_file", f"{problem}: {key.key_file}")
 
 
 def check_data_dir(config: Config) -> None:

@@ -20,6 +20,7 @@ from mailstack.config import SmtpConfig
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
 from mailstack.smtp import delivery, replies
+from mailstack.smtp.mailauth import MailAuthentication
 from mailstack.smtp.protocol import (
     Authenticate,
     CheckRecipient,
@@ -60,8 +61,10 @@ class SmtpSession:
         *,
         submission: bool,
         recipients: delivery.RecipientCache,
+        mailauth: MailAuthentication,
     ) -> None:
         self._ctx = ctx
+        self._mailauth = mailauth
         self._recipients = recipients
         self._config = config
         self._stream = stream
@@ -237,15 +240,20 @@ class SmtpSession:
     async def _deliver(self, event: MessageReceived) -> None:
         version, cipher = self._tls()
         connection = delivery.Connection(self._peer.session_id, self._peer.ip, version, cipher)
-        reply = await delivery.deliver(
-            self._ctx.store,
-            self._core.session,
-            connection,
-            event,
-            hostname=self._hostname,
-            submission=self._submission,
-            max_hops=self._config.max_hops,
-        )
+        # DKIM signing (submission) or SPF/DKIM/DMARC checks (MX) first.
+        prepared = await self._mailauth.prepare(self._core.session, self._peer.ip, event)
+        if isinstance(prepared, replies.Reply):
+            reply = prepared
+        else:
+            reply = await delivery.deliver(
+                self._ctx.store,
+                self._core.session,
+                connection,
+                prepared,
+                hostname=self._hostname,
+                submission=self._submission,
+                max_hops=self._config.max_hops,
+            )
         if reply.positive:
             self._messages += 1
             self._core.accept(reply)
@@ -276,11 +284,18 @@ async def _serve(
 ) -> None:
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     recipients = delivery.RecipientCache()
+    mailauth = MailAuthentication(ctx.config, submission=submission)
     sessions: set[SmtpSession] = set()
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
-            ctx, config, stream, peer, submission=submission, recipients=recipients
+            ctx,
+            config,
+            stream,
+            peer,
+            submission=submission,
+            recipients=recipients,
+            mailauth=mailauth,
         )
         sessions.add(session)
         try:

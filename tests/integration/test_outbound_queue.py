@@ -17,13 +17,18 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 import trio
 
 from mailstack.auth.passwords import PasswordHasher
-from mailstack.config import DnsConfig, Endpoint
+from mailstack.config import DkimConfig, DkimKey, DnsConfig, Endpoint
+from mailstack.dns import sync_resolver
+from mailstack.smtp import dkim_keys
+from mailstack.smtp.author import header_fields
+from mailstack.smtp.dns_lookups import dkim_dnsfunc
 from mailstack.store.records import Outgoing
-from tests.support.dns_server import Zone, serve_dns
+from tests.support.dns_server import Zone, serve_dns, txt
 from tests.support.smtp_stub import SmtpStub
 
 from .conftest import Stack, StackFactory
@@ -569,4 +574,50 @@ async def test_mx_refusing_the_session_passes_to_the_next(stack_factory: StackFa
             assert grumpy.connections == 1 and grumpy.transactions == 0
             assert len(good.accepted) == 1
             assert await count(stack, SENDER) == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_signed_message_reaches_remote_mx_and_verifies(
+    stack_factory: StackFactory, tmp_path: Path
+) -> None:
+    """Submission signs (DKIM, [dkim]), the queue delivers, and the remote
+    mailstack's MX checks SPF/DKIM/DMARC against the same test DNS: all
+    pass, and dkimpy verifies the stored copy."""
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            key_path = tmp_path / "example.test.s1.key"
+            dkim_keys.write_private(key_path, dkim_keys.generate("rsa", 1024))
+            key = dkim_keys.parse("example.test", "s1", key_path.read_bytes())
+            zone = zone_for("remote.test")
+            zone.add(key.record_name, "TXT", txt(key.record_text))
+            zone.add("example.test", "TXT", txt("v=spf1 ip4:127.0.0.1 -all"))
+            zone.add("_dmarc.example.test", "TXT", txt("v=DMARC1; p=reject"))
+            dns = await nursery.start(serve_dns, zone)
+            remote = await stack_factory(
+                services=["smtp"],
+                hostname="mx.remote.test",
+                smtp={"authentication_checks": True},
+                dns=DnsConfig(nameservers=(dns,), timeout_seconds=2.0),
+            )
+            await remote.store.add_domain("remote.test")
+            await remote.store.add_account("carol@remote.test", "x")
+            _, mx_port = remote.addr("smtp")
+            stack = await stack_factory(
+                services=["submission", "queue"],
+                hostname="mail.example.test",
+                submission={"allow_plaintext_auth_on_loopback": True},
+                dns=DnsConfig(nameservers=(dns,), timeout_seconds=2.0),
+                dkim=DkimConfig(
+                    keys=(DkimKey(domain="example.test", selector="s1", key_file=str(key_path)),)
+                ),
+                outbound={"enabled": True, "port": mx_port, **FAST_RETRY},
+            )
+            await submit(stack, message(["carol@remote.test"]), ["carol@remote.test"])
+            await until(lambda: count(remote, "carol@remote.test"))
+            await wait_until_queue_empty(stack)
+            [stored] = await messages_of(remote, "carol@remote.test")
+            [results] = [v for n, v in header_fields(stored) if n == "authentication-results"]
+            assert "spf=pass" in results and "dkim=pass" in results and "dmarc=pass" in results
+            dnsfunc = dkim_dnsfunc(sync_resolver(DnsConfig(nameservers=(dns,))))
+            assert await trio.to_thread.run_sync(lambda: dkim.DKIM(stored).verify(dnsfunc=dnsfunc))
             nursery.cancel_scope.cancel()
