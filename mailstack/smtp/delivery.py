@@ -248,8 +248,9 @@ def needs_smtputf8(
 async def hand_over(store: Store, submitted: Submitted, *, now: datetime) -> None:
     """The one point where submission commits a message: local copies and
     the outbound queue entry in one durable commit (what the 250 after DATA
-    promises).  Signing (DKIM) wraps this function by replacing
-    ``submitted.raw`` before calling it.  Raises the store's errors."""
+    promises).  ``submitted.raw`` is final here: DKIM signing happened
+    before (mailauth.prepare), so local copies and the queued copy carry the
+    same signature.  Raises the store's errors."""
     return_path = b"Return-Path: <" + submitted.sender.encode("utf-8") + b">\r\n"
     outgoing = None
     if submitted.remote_recipients:

@@ -24,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dns.asyncresolver
+import dns.resolver
 import trio
 
 from mailstack import dns as mailstack_dns
-from mailstack.config import Endpoint, OutboundConfig
+from mailstack.config import ConfigError, Endpoint, OutboundConfig
 from mailstack.net import Bound
 from mailstack.secret import Secret
 from mailstack.service import ServiceContext
@@ -104,7 +105,16 @@ class QueueRunner:
         self._store = ctx.store
         self._config = ctx.config.outbound
         self._hostname = ctx.config.hostname
-        self._resolver: dns.asyncresolver.Resolver = mailstack_dns.async_resolver(ctx.config.dns)
+        try:
+            self._resolver: dns.asyncresolver.Resolver = mailstack_dns.async_resolver(
+                ctx.config.dns
+            )
+        except dns.resolver.NoResolverConfiguration:
+            raise ConfigError(
+                ctx.config.source,
+                "dns.nameservers",
+                "the system has no resolver configuration (/etc/resolv.conf): set nameservers",
+            ) from None
         self._owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self._limiter = trio.CapacityLimiter(self._config.max_connections)
         self._wake = trio.Event()
