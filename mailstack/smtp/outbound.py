@@ -186,15 +186,17 @@ class QueueRunner:
         return min(poll, max(0.05, (due - datetime.now(UTC)).total_seconds()))
 
     async def _run_job(self, job: DeliveryJob) -> None:
+        # A job that fails leaves its lease to run out: it is tried again then.
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_lease, job)
                 await self._deliver(job)
                 nursery.cancel_scope.cancel()
-        except StoreError as exc:
-            # The lease runs out and the job is tried again.
-            logger.warning("queue: message %d: store unavailable: %s", job.message.id, exc)
-        except Exception:
+        except* StoreError as group:
+            logger.warning(
+                "queue: message %d: store unavailable: %s", job.message.id, group.exceptions[0]
+            )
+        except* Exception:
             logger.exception("queue: message %d to %s failed", job.message.id, job.domain)
         finally:
             self._limiter.release_on_behalf_of(job)
