@@ -154,6 +154,9 @@ class SmtpConfig:
     # DKIM signatures verified per message (each costs a DNS lookup and a
     # public-key operation); further ones are not reported.
     max_dkim_signatures: int = 5
+    # A recipient over quota: "temporary" (452 4.2.2, the client retries) or
+    # "permanent" (552 5.2.2, the sender gets a bounce).  RFC 5321 4.2.5 / RFC 3463.
+    over_quota: str = "temporary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,8 @@ class ImapConfig:
     idle_timeout_seconds: float = 1800.0
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
+    # Days the change log keeps expunged UIDs for QRESYNC (RFC 7162); 0: forever.
+    expunged_retention_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +342,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OVER_QUOTA = ("temporary", "permanent")
 
 
 def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
@@ -424,6 +430,10 @@ def _validate(config: Config) -> None:
             raise ConfigError(source, f"{section}.max_recipients", "must be at least 1")
         if smtp.max_message_bytes < 1024:
             raise ConfigError(source, f"{section}.max_message_bytes", "must be at least 1024")
+        if smtp.over_quota not in OVER_QUOTA:
+            raise ConfigError(
+                source, f"{section}.over_quota", f"must be one of {', '.join(OVER_QUOTA)}"
+            )
     if config.imap.idle_timeout_seconds and config.imap.idle_timeout_seconds < 1:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:

@@ -71,6 +71,11 @@ class SmtpSession:
         self._peer = peer
         self._submission = submission
         self._hostname = ctx.config.hostname
+        self._full_reply = (
+            replies.MAILBOX_FULL_PERMANENT
+            if config.over_quota == "permanent"
+            else replies.MAILBOX_FULL
+        )
         self._log = session_logger(logger, peer.session_id)
         self._account_id: int | None = None
         self._messages = 0
@@ -184,6 +189,7 @@ class SmtpSession:
                 remote_reply=remote,
                 cache=self._recipients,
                 now=trio.current_time(),
+                full_reply=self._full_reply,
             )
             core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, Authenticate):
@@ -253,6 +259,7 @@ class SmtpSession:
                 hostname=self._hostname,
                 submission=self._submission,
                 max_hops=self._config.max_hops,
+                full_reply=self._full_reply,
             )
         if reply.positive:
             self._messages += 1

@@ -33,7 +33,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names, queue
+from mailstack.store import (
+    bulk_reads,
+    imap_reads,
+    imports,
+    maildrop_locks,
+    names,
+    queue,
+    resync,
+)
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -303,6 +311,28 @@ class Store:
 
         return await self._write_prepared(prepare, inserts_only=True)
 
+    async def append_all(
+        self,
+        mailbox_id: int,
+        messages: Sequence[tuple[bytes, Iterable[str], datetime | None]],
+    ) -> list[StoredMessage]:
+        """IMAP MULTIAPPEND (RFC 3502): (raw, flags, internal date) each, all
+        or none (one transaction), UIDs consecutive in the order given.
+        Raises TooBig / OverQuota / InvalidName (a flag) for the whole call."""
+        limit = self._config.imap.max_literal_bytes
+        if any(len(raw) > limit for raw, _, _ in messages):
+            raise TooBig(f"message is larger than {limit} bytes")
+        now = datetime.now(UTC)
+        checked = [
+            (raw, names.normalize_flags(flags), when or now) for raw, flags, when in messages
+        ]
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analyzed = [(raw, mime.analyze(raw), flags, when) for raw, flags, when in checked]
+            return lambda session: tx.append_all(session, mailbox_id, analyzed)
+
+        return await self._write_prepared(prepare, inserts_only=True)
+
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""
         return await self._read(tx.list_messages, mailbox_id, since_uid)
@@ -549,6 +579,30 @@ class Store:
 
     async def next_queue_due(self) -> datetime | None:
         return await self._read(queue.next_due)
+
+    # -- CONDSTORE / QRESYNC (added by the condstore work; see resync.py) ---
+    async def resync_snapshot(self, mailbox_id: int, since: int) -> resync.ResyncSnapshot | None:
+        """What a QRESYNC SELECT reports, read in one transaction (None: no
+        such mailbox).  ``vanished`` is None when expunges after ``since``
+        were pruned from the change log (RFC 7162 3.2.5.2 fallback)."""
+        return await self._read(resync.resync_snapshot, mailbox_id, since)
+
+    async def expunged_since(self, mailbox_id: int, since: int) -> list[int] | None:
+        """UIDs expunged with MODSEQ above ``since``, or None when the change
+        log no longer reaches back that far."""
+        return await self._read(resync.expunged_since, mailbox_id, since)
+
+    async def prune_expunge_log(
+        self, before: datetime, *, after_id: int = 0, batch: int = 1000
+    ) -> tuple[int, int]:
+        """Forget expunges logged before ``before`` (each batch its own short
+        transaction); returns (rows removed, change-log id to pass as
+        ``after_id`` next time, so the next run walks only newer rows)."""
+        cursor, removed, more = after_id, 0, True
+        while more:
+            cursor, count, more = await self._write(resync.prune_expunges, before, cursor, batch)
+            removed += count
+        return removed, cursor
 
 
 @asynccontextmanager

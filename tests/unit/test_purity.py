@@ -33,6 +33,12 @@ PURE_NAMES = (
     "bodystructure.py",
     "client_protocol.py",
     "dsn.py",
+    "sort.py",
+    "thread.py",
+    "base_subject.py",
+    "collation.py",
+    "sort_keys.py",
+    "modseq.py",
 )
 
 

@@ -1,7 +1,7 @@
 """Outbound queue: queued messages and their per-recipient delivery state.
 
-Revision ID: 0003_outbound
-Revises: 0002_pg
+Revision ID: 0005_outbound
+Revises: 0004_condstore
 Create Date: 2026-11-29
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_outbound"
-down_revision: str | None = "0002_pg"
+revision: str = "0005_outbound"
+down_revision: str | None = "0004_condstore"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
