@@ -9,7 +9,8 @@ it runs; if the process dies the lease runs out and any worker takes the
 job over.  Final outcomes (delivered, failed) are committed right after the
 remote's reply, before QUIT, with the DSN for each failure in the same
 commit; temporary ones are retried with exponential backoff until
-``max_age_seconds``.
+``max_age_seconds`` (``queue_results.py``).  This file decides where a job
+goes: local INBOXes, the smarthost, or the domain's MX hosts in turn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dns.asyncresolver
@@ -32,25 +33,20 @@ from mailstack.config import ConfigError, Endpoint, OutboundConfig
 from mailstack.net import Bound
 from mailstack.secret import Secret
 from mailstack.service import ServiceContext
-from mailstack.smtp import client, delivery, dsn, routes
+from mailstack.smtp import client, delivery, routes
 from mailstack.smtp.client_protocol import (
     ClientProtocol,
     ClientSettings,
     Envelope,
     Outcome,
     TlsPolicy,
-    describe,
     synthetic,
 )
-from mailstack.smtp.replies import Reply
+from mailstack.smtp.queue_results import JobState, Recorder
 from mailstack.store.records import (
     DeliveryJob,
-    Outgoing,
     OverQuota,
-    QueuedMessageRecord,
     QueuedRecipientRecord,
-    RecipientOutcome,
-    RecipientState,
     StoreError,
 )
 
@@ -68,12 +64,6 @@ class Route:
     username: str = ""
     password: Secret[str] | None = None
     smarthost: bool = False
-
-
-def backoff(config: OutboundConfig, attempts: int) -> float:
-    """Seconds until the next try after ``attempts`` failed ones."""
-    delay: float = config.retry_initial_seconds * 2.0 ** min(attempts, 32)
-    return min(delay, config.retry_max_seconds)
 
 
 def _verified_context(config: OutboundConfig) -> ssl.SSLContext:
@@ -121,6 +111,7 @@ class QueueRunner:
         self._verified = _verified_context(self._config)
         self._unverified = _unverified_context()
         self._password = _read_password(self._config.smarthost_password_file)
+        self._results = Recorder(self._store, self._owner, self._config, self._hostname)
         self._timeouts = client.Timeouts(
             self._config.connect_timeout_seconds,
             self._config.command_timeout_seconds,
@@ -216,27 +207,27 @@ class QueueRunner:
     async def _deliver(self, job: DeliveryJob) -> None:
         message = job.message
         content = await self._store.read_queued_content(message.id)
-        state = _JobState(job, content)
+        state = JobState(job, content)
         age = datetime.now(UTC) - message.created_at
         if age.total_seconds() >= self._config.max_age_seconds:
             for recipient in message.recipients:
                 state.temporary[recipient.address] = synthetic(
                     451, "4.4.7", f"message expired; last result: {recipient.last_result or '-'}"
                 )
-            await self._finish(state)
+            await self._results.finish(state)
             return
         hops = delivery.hop_count(content)
         if hops > self._config.max_hops:
             loop = synthetic(554, "5.4.6", f"mail loop: {hops} Received header fields")
-            await self._record(state, {r.address: loop for r in message.recipients}, None)
+            await self._results.record(state, {r.address: loop for r in message.recipients}, None)
             return
         if await self._store.is_local_domain(job.domain):
             await self._deliver_locally(state)
         else:
             await self._deliver_remotely(state)
-        await self._finish(state)
+        await self._results.finish(state)
 
-    async def _deliver_locally(self, state: _JobState) -> None:
+    async def _deliver_locally(self, state: JobState) -> None:
         """Mail for a local domain that went through the queue (a DSN to a
         local sender): into the INBOXes, atomically with the state."""
         known: list[QueuedRecipientRecord] = []
@@ -250,7 +241,7 @@ class QueueRunner:
                 known.append(recipient)
                 accounts.update(a.id for a in found)
         if unknown:
-            await self._record(state, unknown, None)
+            await self._results.record(state, unknown, None)
         if not known:
             return
         sender = state.job.message.sender.encode("utf-8")
@@ -283,7 +274,7 @@ class QueueRunner:
         required = domain in (d.lower() for d in config.require_tls_domains)
         return Route([], config.port, TlsPolicy.REQUIRED if required else TlsPolicy.OPPORTUNISTIC)
 
-    async def _deliver_remotely(self, state: _JobState) -> None:
+    async def _deliver_remotely(self, state: JobState) -> None:
         domain = state.job.domain
         route = self._route(domain)
         if not route.smarthost:
@@ -294,7 +285,7 @@ class QueueRunner:
             except routes.RouteError as exc:
                 failure = Outcome(exc.reply, from_remote=False)
                 if isinstance(exc, routes.RoutePermanentError):
-                    await self._record(state, dict.fromkeys(state.pending, failure), None)
+                    await self._results.record(state, dict.fromkeys(state.pending, failure), None)
                 else:
                     state.temporary.update(dict.fromkeys(state.pending, failure))
                 return
@@ -316,12 +307,12 @@ class QueueRunner:
         # turn): the last reason decides, permanent or not.
         pending = dict.fromkeys(state.pending, last)
         if last.permanent:
-            await self._record(state, pending, state.last_mta if last.from_remote else None)
+            await self._results.record(state, pending, state.last_mta if last.from_remote else None)
         else:
             state.temporary.update(pending)
 
     async def _try_address(
-        self, state: _JobState, route: Route, host: routes.Host, address: str
+        self, state: JobState, route: Route, host: routes.Host, address: str
     ) -> tuple[bool, Outcome | None]:
         """One connection: (whether the server took on the message, so no
         other host should be tried; else why this one failed)."""
@@ -338,7 +329,7 @@ class QueueRunner:
                 if core.mail_accepted:
                     # Results from the server that took the message: final
                     # ones are committed now, before QUIT.
-                    await self._record(state, outcomes, host.name)
+                    await self._results.record(state, outcomes, host.name)
                 else:
                     # Refused before MAIL was accepted (greeting, EHLO, TLS,
                     # MAIL itself, a missing extension): the same for every
@@ -376,7 +367,7 @@ class QueueRunner:
                 return True, None
             return False, refused[0] if refused else None
 
-    def _client(self, state: _JobState, route: Route, verify: bool) -> ClientProtocol:
+    def _client(self, state: JobState, route: Route, verify: bool) -> ClientProtocol:
         message = state.job.message
         envelope = Envelope(
             sender=message.sender,
@@ -393,147 +384,6 @@ class QueueRunner:
             password=route.password,
         )
         return ClientProtocol(settings, envelope, state.content)
-
-    # -- results -----------------------------------------------------------------
-
-    async def _record(
-        self, state: _JobState, outcomes: dict[str, Outcome], remote_mta: str | None
-    ) -> None:
-        """Commit final outcomes now (with a DSN for the failures); keep
-        temporary ones in ``state`` for another host or the retry."""
-        final: list[RecipientOutcome] = []
-        failed: list[dsn.RecipientReport] = []
-        for address, outcome in outcomes.items():
-            recipient = state.pending.get(address)
-            if recipient is None:
-                continue
-            if outcome.delivered:
-                final.append(
-                    RecipientOutcome(
-                        recipient.id, RecipientState.DELIVERED, describe(outcome.reply)
-                    )
-                )
-            elif outcome.permanent:
-                final.append(
-                    RecipientOutcome(recipient.id, RecipientState.FAILED, describe(outcome.reply))
-                )
-                failed.append(_report(address, outcome, remote_mta))
-            else:
-                state.temporary[address] = outcome
-                continue
-            del state.pending[address]
-            state.temporary.pop(address, None)
-        if not final:
-            return
-        notices = self._notices(state.job.message, state.content, failed, delayed=False)
-        await self._store.record_outcomes(self._owner, final, notices)
-        delivered = sum(o.state is RecipientState.DELIVERED for o in final)
-        logger.info(
-            "queue: message %d to %s via %s: delivered=%d failed=%d",
-            state.job.message.id,
-            state.job.domain,
-            remote_mta or "-",
-            delivered,
-            len(final) - delivered,
-        )
-
-    async def _finish(self, state: _JobState) -> None:
-        """Temporary outcomes: retry later, or fail them once too old."""
-        if not state.temporary:
-            return
-        message = state.job.message
-        now = datetime.now(UTC)
-        expires = message.created_at + timedelta(seconds=self._config.max_age_seconds)
-        warn_after = self._config.delay_warning_seconds
-        age = (now - message.created_at).total_seconds()
-        outcomes: list[RecipientOutcome] = []
-        expired: list[dsn.RecipientReport] = []
-        delayed: list[dsn.RecipientReport] = []
-        for address, outcome in state.temporary.items():
-            recipient = state.pending.get(address)
-            if recipient is None:
-                continue
-            retry_at = now + timedelta(seconds=backoff(self._config, recipient.attempts))
-            result = describe(outcome.reply)
-            if retry_at >= expires:
-                outcomes.append(RecipientOutcome(recipient.id, RecipientState.FAILED, result))
-                report = _report(address, outcome, None)
-                expired.append(
-                    dsn.RecipientReport(
-                        address,
-                        "4.4.7",
-                        f"delivery time expired; last error: {result}",
-                        report.diagnostic,
-                    )
-                )
-                continue
-            warn = bool(warn_after) and age >= warn_after and not recipient.warned
-            if warn:
-                delayed.append(_report(address, outcome, None))
-            outcomes.append(
-                RecipientOutcome(recipient.id, RecipientState.QUEUED, result, retry_at, warn)
-            )
-        notices = self._notices(message, state.content, expired, delayed=False)
-        notices += self._notices(message, state.content, delayed, delayed=True)
-        await self._store.record_outcomes(self._owner, outcomes, notices)
-        logger.info(
-            "queue: message %d to %s: %d deferred, %d expired",
-            message.id,
-            state.job.domain,
-            len(outcomes) - len(expired),
-            len(expired),
-        )
-
-    def _notices(
-        self,
-        message: QueuedMessageRecord,
-        content: bytes,
-        reports: list[dsn.RecipientReport],
-        *,
-        delayed: bool,
-    ) -> list[tuple[Outgoing, bytes]]:
-        # RFC 5321 4.5.5 / RFC 3464: never a notification about a message
-        # from the null reverse-path (a notification itself).
-        if not reports or not message.sender:
-            return []
-        raw = dsn.build_dsn(
-            reporting_mta=self._hostname,
-            recipient=message.sender,
-            original=content,
-            reports=reports,
-            arrival=message.created_at,
-            now=datetime.now(UTC),
-            delayed=delayed,
-        )
-        international = not raw.isascii()  # dsn.build_dsn: UTF-8 only when it must
-        outgoing = Outgoing(
-            sender="", recipients=(message.sender,), smtputf8=international, eight_bit=international
-        )
-        return [(outgoing, raw)]
-
-
-class _JobState:
-    """What one job learned so far: recipients still undecided and the
-    latest temporary failure of each."""
-
-    def __init__(self, job: DeliveryJob, content: bytes) -> None:
-        self.job = job
-        self.content = content
-        self.pending = {r.address: r for r in job.message.recipients}
-        self.temporary: dict[str, Outcome] = {}
-        self.last_mta: str | None = None  # the host that gave the latest refusal
-
-
-def _report(address: str, outcome: Outcome, remote_mta: str | None) -> dsn.RecipientReport:
-    reply: Reply = outcome.reply
-    text = " ".join(reply.lines)
-    return dsn.RecipientReport(
-        address,
-        dsn.status_of(reply),
-        describe(reply) if outcome.from_remote else text,
-        describe(reply) if outcome.from_remote else None,
-        remote_mta if outcome.from_remote else None,
-    )
 
 
 async def serve(

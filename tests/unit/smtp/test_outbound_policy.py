@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mailstack.config import OutboundConfig
 from mailstack.smtp.delivery import hop_count, needs_smtputf8
-from mailstack.smtp.outbound import backoff
+from mailstack.smtp.queue_results import backoff
 
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
