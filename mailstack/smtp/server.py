@@ -189,7 +189,12 @@ class SmtpSession:
             decision = self._capture.check_recipient(event.address)
             core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, CheckRecipient):
-            remote = replies.RELAY_NOT_CONFIGURED if self._submission else replies.RELAY_DENIED
+            remote = replies.RELAY_DENIED
+            if self._submission:
+                # With the queue on, other domains are accepted and queued
+                # (delivery.hand_over); without it mail never leaves.
+                queueing = self._ctx.config.outbound.enabled
+                remote = replies.RECIPIENT_OK if queueing else replies.RELAY_NOT_CONFIGURED
             decision = await delivery.check_recipient(
                 self._ctx.store,
                 event.address,
@@ -278,6 +283,7 @@ class SmtpSession:
                 prepared,
                 hostname=self._hostname,
                 submission=self._submission,
+                max_hops=self._config.max_hops,
                 full_reply=self._full_reply,
             )
         if reply.positive:

@@ -42,11 +42,14 @@ def capture(**changes: Any) -> dict[str, Any]:
     return settings
 
 
-async def capture_stack(stack_factory: StackFactory, **changes: Any) -> Stack:
+async def capture_stack(
+    stack_factory: StackFactory, *, outbound: bool = False, **changes: Any
+) -> Stack:
     return await stack_factory(
         services=("smtp", "submission", "imap", "pop3", "websocket"),
         imap={"allow_plaintext_login": True},
         pop3={"allow_plaintext_login": True},
+        outbound={"enabled": outbound},
         capture=capture(**changes),
     )
 
@@ -94,7 +97,8 @@ async def test_three_unrelated_domains_are_captured_and_nothing_leaves(
     stack_factory: StackFactory,
 ) -> None:
     with trio.fail_after(60):
-        stack = await capture_stack(stack_factory)
+        # The outbound queue is on: capture mode must still queue nothing.
+        stack = await capture_stack(stack_factory, outbound=True)
         host, port = stack.addr("websocket")
         async with connect(host, port, *ALICE) as client:
             for n, address in enumerate(UNRELATED):
@@ -117,10 +121,9 @@ async def test_three_unrelated_domains_are_captured_and_nothing_leaves(
                 detail = await client.result("message", uid=found["messages"][0]["uid"])
                 assert f"X-Envelope-To: <{address}>" in detail["raw"]
             assert await trio.to_thread.run_sync(pop3_count, stack, *ALICE) == 3
-        # Nothing went anywhere else: the only mail in the store is the
-        # capture account's three messages (no other account, no mailbox
-        # besides its INBOX).  The outbound queue is not on this branch yet;
-        # capture delivery never calls into relay code (capture/delivery.py).
+        # Nothing was queued for outbound delivery, and the only mail in the
+        # store is the capture account's three messages.
+        assert await stack.store.list_queue() == []
         for address, expected in ((ALICE[0], 3), (BOB[0], 0)):
             account = await stack.store.get_account(address)
             assert account is not None

@@ -21,4 +21,3 @@ async def test_a_write_to_the_wal_wakes_the_watcher(tmp_path: Path) -> None:
             (tmp_path / "mail.db-wal").write_bytes(b"frame")
             await woken.wait()
             nursery.cancel_scope.cancel()
-
