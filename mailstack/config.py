@@ -506,6 +506,11 @@ def _validate(config: Config) -> None:
     _validate_mail_authentication(config, source)
     _validate_websocket(config.websocket, source)
     _validate_capture(config.capture, source)
+    if config.capture.enabled and config.outbound.enabled:
+        # Capture mode's promise is that nothing ever leaves the host.
+        raise ConfigError(
+            source, "capture.enabled", "capture mode relays nothing: set outbound.enabled = false"
+        )
 
 
 def _validate_websocket(ws: WebsocketConfig, source: str) -> None:

@@ -97,7 +97,8 @@ async def test_three_unrelated_domains_are_captured_and_nothing_leaves(
     stack_factory: StackFactory,
 ) -> None:
     with trio.fail_after(60):
-        # The outbound queue is on: capture mode must still queue nothing.
+        # The outbound queue is on (a config file cannot combine the two:
+        # config.py refuses it), so a leak into relay code would show.
         stack = await capture_stack(stack_factory, outbound=True)
         host, port = stack.addr("websocket")
         async with connect(host, port, *ALICE) as client:

@@ -46,6 +46,10 @@ def test_capture_section() -> None:
         ),
         ('[[capture.inboxes]]\naccount = "a@x.test"\nmatch = ["d"]\n', "capture.inboxes[0].match"),
         ("[capture]\nretention_interval_seconds = 0\n", "capture.retention_interval_seconds"),
+        (
+            '[capture]\nenabled = true\naccount = "a@x.test"\n[outbound]\nenabled = true\n',
+            "capture.enabled",
+        ),
         ("[database]\nchange_check_seconds = 0\n", "database.change_check_seconds"),
         ("[websocket]\nmax_page_size = -1\n", "websocket.max_page_size"),
         ("[websocket]\nmax_page_size = 0\n", "websocket.max_page_size"),
