@@ -43,3 +43,11 @@ def test_every_mailstack_command_in_the_readme_parses() -> None:
         words = line.split("#")[0].split()[1:]
         words = [w.replace('"$NEWPASS"', "x") for w in words if not w.startswith(("<", "|"))]
         parser.parse_args(words)  # SystemExit (a test failure) if unknown
+
+
+def test_contents_lists_every_section() -> None:
+    sections = re.findall(r"^## (.+)$", README, flags=re.M)
+    contents = README.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    for title in sections:
+        if title != "Contents":
+            assert f"[{title}]" in contents, title
