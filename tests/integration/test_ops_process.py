@@ -31,6 +31,7 @@ import shlex
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ PORTS = {
     "pop3": (True, True),
 }
 GREETINGS = {"smtp": b"220", "submission": b"220", "imap": b"* OK", "pop3": b"+OK"}
+GOODBYES = {"submission": b"421", "imap": b"* BYE", "pop3": b"-ERR"}
 ALICE = "alice@example.test"
 
 # prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN) then exec the real command:
@@ -372,10 +374,10 @@ async def test_unit_exec_start_lifecycle(
             assert await process.wait() == 0
             assert trio.current_time() - stop_started < GRACE_SECONDS + 3
             if idle is not None:
-                # Closed, after a goodbye if the server says one (RFC 1939
-                # -ERR, RFC 9051 * BYE, RFC 5321 421).
+                # Told why before the close (RFC 5321 421, RFC 9051 * BYE,
+                # RFC 1939 -ERR), not cut off.
                 goodbye = await idle.receive_some(1024)
-                assert goodbye == b"" or goodbye.startswith((b"-ERR", b"* BYE", b"421"))
+                assert goodbye.startswith(GOODBYES[name]), goodbye
                 await idle.aclose()
     finally:
         if process.returncode is None:
@@ -394,3 +396,58 @@ async def test_unit_exec_start_lifecycle(
             assert raw.endswith(message), "acknowledged message not stored whole"
         else:
             assert stored == [], f"refused ({reply!r}) yet stored"
+
+
+@pytest.mark.parametrize("name", ["queue", "websocket"])
+async def test_listener_free_and_websocket_units_start_and_stop(
+    name: str, tmp_path: Path, ca: trustme.CA, notify_socket: socket.socket
+) -> None:
+    """``mailstack@queue`` (no listener) and ``mailstack@websocket`` run from
+    the unit's exact ExecStart: READY=1 once serving, STOPPING=1 and exit 0
+    on SIGTERM, well within the grace period."""
+    port = free_port()
+    config_file = tmp_path / "mailstack.toml"
+    section = (
+        # An empty queue makes no lookups; the resolver is pinned anyway so
+        # that nothing here could ever reach the system's DNS.
+        '[outbound]\nenabled = true\n[dns]\nnameservers = ["127.0.0.1:9"]\n'
+        if name == "queue"
+        else f'[websocket]\nlisten = ["127.0.0.1:{port}"]\n'
+    )
+    config_file.write_text(
+        f'hostname = "localhost"\ndata_dir = "{tmp_path / "data"}"\n'
+        f"[service]\nshutdown_grace_seconds = {GRACE_SECONDS}\n" + section
+    )
+    await prepare_store(load_config(config_file))
+    env = {k: v for k, v in os.environ.items() if k not in ("MAILSTACK_CONFIG", "WATCHDOG_PID")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
+    env["NOTIFY_SOCKET"] = notify_socket.getsockname()
+    notifications = Notifications(notify_socket)
+    with (tmp_path / "stderr").open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            exec_start(name, config_file), env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        with trio.fail_after(60):
+            await notifications.wait_for("READY=1")
+            if name == "websocket":
+                # READY=1 means the listener accepts: an upgrade without
+                # credentials is refused with 401 (docs/websocket.md).
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+                await stream.send_all(
+                    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                assert (await stream.receive_some(1024)).startswith(b"HTTP/1.1 401")
+                await stream.aclose()
+            stop_started = trio.current_time()
+            process.send_signal(signal.SIGTERM)
+            await notifications.wait_for("STOPPING=1")
+            assert await process.wait() == 0
+            assert trio.current_time() - stop_started < GRACE_SECONDS + 3
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert "INFO mailstack.service stopped" in (tmp_path / "stderr").read_text()
