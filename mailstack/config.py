@@ -140,6 +140,12 @@ class ImapConfig:
     max_connections_per_account: int = 50
     # RFC 9051 5.4: autologout timer of at least 30 minutes.
     idle_timeout_seconds: float = 1800.0
+    # A client that takes none of our output for this long is disconnected
+    # (0: never); bounds what a non-reading client holds.
+    send_timeout_seconds: float = 60.0
+    # Refused commands (BAD, or NO for an oversized literal) per session
+    # before BYE and close (0: unlimited).
+    max_bad_commands: int = 50
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
 

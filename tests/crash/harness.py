@@ -359,9 +359,7 @@ def verify(db_path: Path, ledger: Ledger) -> Verdict:
     finally:
         db.close()
     acked_verified = sum(
-        1
-        for key in ledger.acked
-        if key not in ledger.deleting and len(copies.get(key, ())) == 1
+        1 for key in ledger.acked if key not in ledger.deleting and len(copies.get(key, ())) == 1
     )
     deletions_verified = sum(1 for key in ledger.deleted if not copies.get(key))
     return Verdict(problems, acked_verified, deletions_verified, rows)
@@ -415,7 +413,7 @@ def _check_ledger(
             problems.append(f"acknowledged {key} present {len(found)} times")
             continue
         mailbox, data, via = ledger.sent[key]
-        stored_mailbox, uid, stored = found[0]
+        stored_mailbox, _uid, stored = found[0]
         if stored_mailbox != mailbox:
             problems.append(f"acknowledged {key} in {stored_mailbox}, not {mailbox}")
         # SMTP prepends its trace fields (Return-Path, Received); APPEND stores
@@ -494,6 +492,19 @@ def _check_counters(db: sqlite3.Connection) -> list[str]:
 
 # -- the campaign ------------------------------------------------------------------
 
+_USERS = list(ACCOUNTS)
+# Two SMTP senders, three IMAP sessions (two on one account), two POP3
+# sessions; user0 is reached by all three protocols at once.
+PLAN: list[tuple[str, Callable[[Worker], None]]] = [
+    ("smtp-a", smtp_worker),
+    ("smtp-b", smtp_worker),
+    ("imap-0", lambda w: imap_worker(w, _USERS[0])),
+    ("imap-1", lambda w: imap_worker(w, _USERS[1])),
+    ("imap-0b", lambda w: imap_worker(w, _USERS[0])),
+    ("pop3-0", lambda w: pop3_worker(w, _USERS[0])),
+    ("pop3-2", lambda w: pop3_worker(w, _USERS[2])),
+]
+
 
 @dataclass
 class Report:
@@ -562,20 +573,8 @@ def run_campaign(
         t_start = time.monotonic() - t0
         stop = threading.Event()
         workers: list[tuple[Worker, Callable[[], None]]] = []
-        accounts = list(ACCOUNTS)
-        plan: list[tuple[str, Callable[[Worker], None]]] = [
-            ("smtp-a", smtp_worker),
-            ("smtp-b", smtp_worker),
-            ("imap-0", lambda w: imap_worker(w, accounts[0])),
-            ("imap-1", lambda w: imap_worker(w, accounts[1])),
-            ("imap-0b", lambda w: imap_worker(w, accounts[0])),
-            ("pop3-0", lambda w: pop3_worker(w, accounts[0])),
-            ("pop3-2", lambda w: pop3_worker(w, accounts[2])),
-        ]
-        for name, body in plan:
-            worker = Worker(
-                name, random.Random(rng.random()), ledger, server.ports, stop, tokens()
-            )
+        for name, body in PLAN:
+            worker = Worker(name, random.Random(rng.random()), ledger, server.ports, stop, tokens())
             workers.append((worker, lambda w=worker, b=body: w.run(lambda: b(w))))
         threads = [threading.Thread(target=run, name=w.name) for w, run in workers]
         for thread in threads:

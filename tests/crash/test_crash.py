@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 def test_acknowledged_mail_survives_sigkill(tmp_path: Path) -> None:
     report = run_campaign(tmp_path, seed=SEED, kills=KILLS, log=print)
     print(report.summary())
-    assert not report.problems, (
-        f"seed {SEED}, after kill {report.kills}: " + "; ".join(report.problems[:10])
+    assert not report.problems, f"seed {SEED}, after kill {report.kills}: " + "; ".join(
+        report.problems[:10]
     )
     assert report.kills == KILLS
     # The workload must have exercised something for the verdict to mean anything.
