@@ -80,26 +80,30 @@ def run_atheris(name: str, target: Counted, runs: int, seconds: int) -> None:
 
 
 def run_hypothesis(name: str, target: Counted, runs: int, seconds: int) -> None:
+    """Rounds of 1,000 fresh inputs (arbitrary bytes, then command-shaped)
+    until ``runs`` inputs or ``seconds`` have passed."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     from tests.fuzz.test_parsers import shaped
 
     deadline = time.monotonic() + seconds
-    for strategy in (st.binary(max_size=4096), shaped(name)):
+    strategies = (st.binary(max_size=4096), shaped(name))
+    round_number = 0
+    while time.monotonic() < deadline and (not runs or target.count < runs):
 
         @settings(
-            max_examples=runs // 2 or 10**9,
+            max_examples=1000,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        @given(strategy)
+        @given(strategies[round_number % 2])
         def fuzz(data: bytes) -> None:
-            if time.monotonic() < deadline:
-                target(data)
+            target(data)
 
         fuzz()
+        round_number += 1
 
 
 def main() -> None:

@@ -43,14 +43,15 @@ class _Gone(Exception):
 
 
 class AccountSlots:
-    """Open authenticated connections per account (config.imap.max_connections_per_account)."""
+    """Open authenticated connections per account (config.imap.max_connections_per_account;
+    0 means unlimited, as for the other connection limits)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.counts: Counter[int] = Counter()
 
     def take(self, account_id: int) -> bool:
-        if self.counts[account_id] >= self.limit:
+        if self.limit and self.counts[account_id] >= self.limit:
             return False
         self.counts[account_id] += 1
         return True

@@ -20,7 +20,7 @@ from tests.fuzz.words import VOCABULARY
 
 CORPUS = Path(__file__).resolve().parents[2] / "fuzz" / "corpus"
 # Five targets x two strategies x EXAMPLES inputs stay well under 30 s on CI.
-EXAMPLES = 500
+EXAMPLES = 300
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

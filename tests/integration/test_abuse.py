@@ -187,3 +187,13 @@ async def test_password_guessing_spread_over_accounts(
         assert b"g NO" in await guess(port, "127.0.0.3", "bob@example.test", "bob-password")
         await imap_login_works(port, "127.0.0.4", "bob@example.test", "bob-password")
     assert "locked out" in caplog.text
+
+
+async def test_account_limit_zero_means_unlimited(stack_factory: StackFactory) -> None:
+    # Regression (found by bench/scale_bench.py): max_connections_per_account
+    # = 0 refused every login instead of meaning "no limit" like the others.
+    stack = await stack_factory(
+        services=["imap"], imap={"allow_plaintext_login": True, "max_connections_per_account": 0}
+    )
+    _, port = stack.addr("imap")
+    await imap_login_works(port, "127.0.0.1", "alice@example.test", "alice-password")
