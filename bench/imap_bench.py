@@ -19,6 +19,14 @@ resident memory growth divided by the number of connections is reported
 (mailstack: the RSS of a fresh server process; Dovecot: the sum of all its
 processes' RSS).
 
+Last, the ``resync`` scenario (RFC 7162 QRESYNC, a phone reconnecting): a
+client notes UIDVALIDITY and HIGHESTMODSEQ, another session changes the
+flags of 7 messages and expunges 3, and the client reconnects with
+``SELECT INBOX (QRESYNC (uidvalidity modseq))`` ``--resync-rounds`` times.
+Reported: the octets of that SELECT's responses and its time from command
+to tagged OK on loopback (an upper bound on the server's time), median and
+worst.  ``--resync-only`` runs just this scenario.
+
     python bench/imap_bench.py
     python bench/imap_bench.py --messages 2000 --concurrency 10 --idle 200 --no-dovecot
 """
@@ -29,6 +37,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import resource
 import shutil
 import socket
@@ -125,8 +134,67 @@ class Conn:
                 return count
             count += 1
 
+    def measured(self, text: str) -> tuple[list[bytes], float]:
+        """Send, read to the tagged OK; (response lines, seconds to the tagged reply)."""
+        self.tag += 1
+        tag = f"b{self.tag}".encode()
+        start = time.perf_counter()
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                took = time.perf_counter() - start
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return lines, took
+
     def close(self) -> None:
         self.sock.close()
+
+
+def resync_scenario(host: str, port: int, rounds: int) -> dict[str, float]:
+    """A phone's QRESYNC reconnect after 10 messages changed (7 flag changes,
+    3 expunges) in a large mailbox: octets and time of the resync SELECT."""
+    phone = Conn(host, port)
+    phone.command(f'LOGIN {USER} "{PASSWORD}"')
+    phone.command("ENABLE QRESYNC")
+    lines, _ = phone.measured("SELECT INBOX")
+    codes = dict(re.findall(rb"\[(UIDVALIDITY|HIGHESTMODSEQ) (\d+)\]", b"".join(lines)))
+    uidvalidity, modseq = int(codes[b"UIDVALIDITY"]), int(codes[b"HIGHESTMODSEQ"])
+    phone.command("LOGOUT")
+    phone.close()
+    other = Conn(host, port)
+    other.command(f'LOGIN {USER} "{PASSWORD}"')
+    other.command("SELECT INBOX")
+    other.command("UID STORE 11,222,1333,2444,3555,4666,5777 +FLAGS (\\Seen $Label1)")
+    other.command("UID STORE 100,5000,9000 +FLAGS (\\Deleted)")
+    other.command("UID EXPUNGE 100,5000,9000")
+    other.command("LOGOUT")
+    other.close()
+    octets: list[int] = []
+    seconds: list[float] = []
+    phone = Conn(host, port)
+    phone.command(f'LOGIN {USER} "{PASSWORD}"')
+    phone.command("ENABLE QRESYNC")
+    for _ in range(rounds):
+        lines, took = phone.measured(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq}))")
+        octets.append(sum(len(line) for line in lines))
+        seconds.append(took)
+        changed = sum(1 for line in lines if b" FETCH " in line or b"VANISHED" in line)
+        if changed != 8:  # 7 FETCH lines and one VANISHED (EARLIER) line
+            raise RuntimeError(f"unexpected resync answer: {lines!r}")
+        phone.command("UNSELECT")
+    phone.command("LOGOUT")
+    phone.close()
+    seconds.sort()
+    return {
+        "rounds": rounds,
+        "octets": octets[-1],
+        "ms_median": round(1000 * seconds[len(seconds) // 2], 2),
+        "ms_max": round(1000 * seconds[-1], 2),
+    }
 
 
 PHASES = ("login_select", "fetch_all", "uid_fetch_bodies", "search_header", "search_body")
@@ -403,18 +471,25 @@ async def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str
     took = time.perf_counter() - t
     print(f"mailstack: {args.messages} messages stored in {took:.1f} s", flush=True)
     figures: dict[str, object] = {}
-    async with ServerProcess(directory) as srv:
-        await run_clients("127.0.0.1", srv.port, 1, args)  # warm-up
-        for n in args.concurrency:
-            figures[f"clients_{n}"] = await run_clients("127.0.0.1", srv.port, n, args)
-            print(f"mailstack {n} clients: {figures[f'clients_{n}']}", flush=True)
-    if args.idle:
+    if not args.resync_only:
+        async with ServerProcess(directory) as srv:
+            await run_clients("127.0.0.1", srv.port, 1, args)  # warm-up
+            for n in args.concurrency:
+                figures[f"clients_{n}"] = await run_clients("127.0.0.1", srv.port, n, args)
+                print(f"mailstack {n} clients: {figures[f'clients_{n}']}", flush=True)
+    if args.idle and not args.resync_only:
         # A fresh server process, so earlier phases' heap does not hide the growth.
         async with ServerProcess(directory) as srv:
             assert srv.process is not None
             pid = srv.process.pid
             figures["idle"] = await measure_idle("127.0.0.1", srv.port, args.idle, [pid])
             print(f"mailstack idle: {figures['idle']}", flush=True)
+    if args.resync_rounds:
+        async with ServerProcess(directory) as srv:
+            figures["resync"] = await trio.to_thread.run_sync(
+                resync_scenario, "127.0.0.1", srv.port, args.resync_rounds
+            )
+            print(f"mailstack resync: {figures['resync']}", flush=True)
     return figures
 
 
@@ -550,13 +625,19 @@ async def bench_dovecot(directory: Path, args: argparse.Namespace) -> dict[str, 
     DOVECOT_MASTER[:] = [dovecot.process.pid]
     figures: dict[str, object] = {}
     try:
-        await run_clients("127.0.0.1", dovecot.port, 1, args)  # builds its index
-        for n in args.concurrency:
-            figures[f"clients_{n}"] = await run_clients("127.0.0.1", dovecot.port, n, args)
-            print(f"dovecot {n} clients: {figures[f'clients_{n}']}", flush=True)
-        if args.idle:
+        if not args.resync_only:
+            await run_clients("127.0.0.1", dovecot.port, 1, args)  # builds its index
+            for n in args.concurrency:
+                figures[f"clients_{n}"] = await run_clients("127.0.0.1", dovecot.port, n, args)
+                print(f"dovecot {n} clients: {figures[f'clients_{n}']}", flush=True)
+        if args.idle and not args.resync_only:
             figures["idle"] = await measure_idle("127.0.0.1", dovecot.port, args.idle, None)
             print(f"dovecot idle: {figures['idle']}", flush=True)
+        if args.resync_rounds:
+            figures["resync"] = await trio.to_thread.run_sync(
+                resync_scenario, "127.0.0.1", dovecot.port, args.resync_rounds
+            )
+            print(f"dovecot resync: {figures['resync']}", flush=True)
     finally:
         dovecot.stop()
     return figures
@@ -624,6 +705,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bodies", type=int, default=50, help="UID FETCH bodies per client")
     parser.add_argument("--searches", type=int, default=2, help="searches of each kind per client")
     parser.add_argument("--idle", type=int, default=1000, help="IDLE connections (0: skip)")
+    parser.add_argument("--resync-rounds", type=int, default=20, help="QRESYNC SELECTs (0: skip)")
+    parser.add_argument("--resync-only", action="store_true", help="only the resync scenario")
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
     parser.add_argument("--no-mailstack", dest="mailstack", action="store_false")
     parser.add_argument("--json", help="also write the result rows here (bench/rows.py)")

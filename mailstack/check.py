@@ -1,7 +1,7 @@
 """``mailstack check``: is this configuration and installation ready to start?
 
-Run it before the first start and after every upgrade (docs/systemd.md).  The
-configuration itself was already loaded and validated by the CLI (a mistake
+Run it before the first start and after every upgrade (README, "Installing as
+systemd units").  The configuration itself was already loaded and validated by the CLI (a mistake
 there is one line and exit status 2); this looks at what the configuration
 points to:
 
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 from mailstack import service
-from mailstack.config import Config, Endpoint
+from mailstack.config import Config, ConfigError, Endpoint
 from mailstack.store.records import StoreError
 from mailstack.tls import build_context
 
@@ -321,4 +321,18 @@ def run_checks(config: Config, names: Sequence[str] = ()) -> list[Problem]:
         # SQLite lives in data_dir: its problem already says what to fix.
         problems += database_problems(config)
     problems += port_problems(config, services)
+    problems += dkim_problems(config)
+    return problems
+
+
+def dkim_problems(config: Config) -> list[Problem]:
+    """Every [[dkim.keys]] file that submission could not sign with."""
+    from mailstack.smtp.dkim_keys import load_entry
+
+    problems = []
+    for index, entry in enumerate(config.dkim.keys):
+        try:
+            load_entry(config, index, entry)
+        except ConfigError as exc:
+            problems.append(Problem(exc.key, exc.problem))
     return problems

@@ -295,6 +295,8 @@ def dev_config(data_dir: Path) -> Config:
             listen=endpoints(plain),
             tls_listen=endpoints(tls),
             allow_plaintext_auth_on_loopback=True,
+            # Local test mail: no SPF/DKIM/DMARC lookups (nor their DNS waits).
+            authentication_checks=False,
         )
 
     imap_plain, imap_tls = DEV_PORTS["imap"]
@@ -523,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     from mailstack.transfer.cli import add_commands as add_transfer_commands
 
     add_transfer_commands(commands)
+
+    # dkim keygen / dns-records (email authentication) live with their code.
+    from mailstack.smtp.mailauth_cli import add_commands as add_mailauth_commands
+
+    add_mailauth_commands(commands)
     return parser
 
 

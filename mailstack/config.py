@@ -9,7 +9,9 @@ which the CLI prints as one line (exit status 2, see ``cli.py``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -68,6 +70,12 @@ class DatabaseConfig:
     busy_timeout_ms: int = 10_000
     # Group commit: how many deliveries one transaction may carry.
     max_batch: int = 64
+    # PostgreSQL: other hosts' changes arrive by LISTEN/NOTIFY; the change
+    # watcher also polls this often in case a notification was missed.
+    safety_poll_seconds: float = 5.0
+    # PostgreSQL: how long opening a connection may take before the request
+    # fails with a temporary error (libpq connect_timeout, whole seconds).
+    connect_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,29 @@ class SmtpConfig:
     data_timeout_seconds: float = 600.0
     # Submission only: allow AUTH without TLS when the client is on loopback.
     allow_plaintext_auth_on_loopback: bool = False
+    # MX only (ignored on submission): SPF (RFC 7208), DKIM (RFC 6376) and
+    # DMARC (RFC 7489) checks of inbound mail, reported in an
+    # Authentication-Results header (RFC 8601) on every delivered message.
+    authentication_checks: bool = True
+    # The authserv-id naming this server in that header; "" = hostname.
+    authserv_id: str = ""
+    # SPF "fail" of MAIL FROM: "mark" (deliver, spf=fail in the header) or
+    # "reject" (550 5.7.1 at the end of DATA).
+    spf_fail: str = "mark"
+    # DMARC "fail" where the From domain publishes p=reject: "honour"
+    # (550 5.7.1 at the end of DATA, nothing stored) or "mark" (deliver).
+    dmarc_reject: str = "honour"
+    # All checks of one message end within this; what is unfinished then is
+    # a temperror (RFC 7208 4.6.4 asks at least 20 s for SPF).
+    authentication_timeout_seconds: float = 20.0
+    # Worker threads running checks at once (the libraries block on DNS).
+    max_concurrent_checks: int = 8
+    # DKIM signatures verified per message (each costs a DNS lookup and a
+    # public-key operation); further ones are not reported.
+    max_dkim_signatures: int = 5
+    # A recipient over quota: "temporary" (452 4.2.2, the client retries) or
+    # "permanent" (552 5.2.2, the sender gets a bounce).  RFC 5321 4.2.5 / RFC 3463.
+    over_quota: str = "temporary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +179,8 @@ class ImapConfig:
     max_bad_commands: int = 50
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
+    # Days the change log keeps expunged UIDs for QRESYNC (RFC 7162); 0: forever.
+    expunged_retention_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +195,10 @@ class Pop3Config:
     # RFC 1939 3: autologout timer of at least 10 minutes.
     idle_timeout_seconds: float = 600.0
     allow_plaintext_login: bool = False
+    # The maildrop lock (RFC 1939 8) is a row in the store, renewed every
+    # third of this while the session lasts; a host that dies leaves its
+    # locks to lapse after this long.
+    lock_expiry_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +207,33 @@ class WebsocketConfig:
     # When both are set the listener serves wss:// with this certificate.
     cert_file: str = ""
     key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    # Resolvers for every lookup (MX, A/AAAA, TXT for SPF/DKIM/DMARC) as
+    # "IP:PORT"; empty means the system's (/etc/resolv.conf).
+    nameservers: tuple[Endpoint, ...] = ()
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One ``[[dkim.keys]]`` table: a private key signing for ``domain`` under
+    ``selector`` (the TXT record at ``selector._domainkey.domain``)."""
+
+    domain: str = ""
+    selector: str = ""
+    # PEM private key, RSA (rsa-sha256, RFC 6376) or Ed25519 (ed25519-sha256,
+    # RFC 8463); the algorithm follows from the key.
+    key_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimConfig:
+    # Submitted mail whose From domain has keys here is signed with each of
+    # them (an RSA and an Ed25519 key side by side is RFC 8463's advice).
+    keys: tuple[DkimKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +258,8 @@ SECTIONS: dict[str, type] = {
     "imap": ImapConfig,
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
+    "dns": DnsConfig,
+    "dkim": DkimConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
 }
@@ -211,6 +277,8 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this came from ("" for built-in defaults), for messages.
@@ -231,6 +299,7 @@ class Config:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+OVER_QUOTA = ("temporary", "permanent")
 
 
 def _convert(value: Any, annotation: Any, key: str, source: str) -> Any:
@@ -318,11 +387,33 @@ def _validate(config: Config) -> None:
             raise ConfigError(source, f"{section}.max_recipients", "must be at least 1")
         if smtp.max_message_bytes < 1024:
             raise ConfigError(source, f"{section}.max_message_bytes", "must be at least 1024")
+        if smtp.over_quota not in OVER_QUOTA:
+            raise ConfigError(
+                source, f"{section}.over_quota", f"must be one of {', '.join(OVER_QUOTA)}"
+            )
     if config.imap.idle_timeout_seconds and config.imap.idle_timeout_seconds < 1:
         raise ConfigError(source, "imap.idle_timeout_seconds", "must be at least 1")
     if config.database.pool_size < 1:
         raise ConfigError(source, "database.pool_size", "must be at least 1")
+    if config.database.max_overflow < 0:
+        raise ConfigError(source, "database.max_overflow", "must not be negative")
+    if config.database.connect_timeout_seconds < 1:
+        raise ConfigError(source, "database.connect_timeout_seconds", "must be at least 1")
+    if config.database.safety_poll_seconds <= 0:
+        raise ConfigError(source, "database.safety_poll_seconds", "must be positive")
+    if config.pop3.lock_expiry_seconds < 3:
+        raise ConfigError(source, "pop3.lock_expiry_seconds", "must be at least 3")
+    for i, server in enumerate(config.dns.nameservers):
+        try:
+            ipaddress.ip_address(server.host)
+        except ValueError:
+            raise ConfigError(
+                source, f"dns.nameservers[{i}]", f"{server.host!r} is not an IP address"
+            ) from None
+    if config.dns.timeout_seconds <= 0:
+        raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
     _validate_auth(config.auth, source)
+    _validate_mail_authentication(config, source)
 
 
 def _validate_auth(auth: AuthConfig, source: str) -> None:
@@ -342,6 +433,54 @@ def _validate_auth(auth: AuthConfig, source: str) -> None:
         )
     if auth.throttle_max_entries < 1:
         raise ConfigError(source, "auth.throttle_max_entries", "must be at least 1")
+
+
+SPF_FAIL_ACTIONS = ("mark", "reject")
+DMARC_REJECT_ACTIONS = ("honour", "mark")
+# RFC 6376 3.1: a selector is one or more dot-separated sub-domain labels.
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _is_dns_name(name: str) -> bool:
+    return bool(name) and all(_DNS_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _validate_mail_authentication(config: Config, source: str) -> None:
+    smtp = config.smtp
+    if smtp.spf_fail not in SPF_FAIL_ACTIONS:
+        raise ConfigError(source, "smtp.spf_fail", f"must be one of {', '.join(SPF_FAIL_ACTIONS)}")
+    if smtp.dmarc_reject not in DMARC_REJECT_ACTIONS:
+        raise ConfigError(
+            source, "smtp.dmarc_reject", f"must be one of {', '.join(DMARC_REJECT_ACTIONS)}"
+        )
+    if any(c.isspace() or c in ';()"' for c in smtp.authserv_id):
+        raise ConfigError(source, "smtp.authserv_id", f"not a host name: {smtp.authserv_id!r}")
+    if smtp.authentication_timeout_seconds <= 0:
+        raise ConfigError(source, "smtp.authentication_timeout_seconds", "must be greater than 0")
+    for name in ("max_concurrent_checks", "max_dkim_signatures"):
+        if getattr(smtp, name) < 1:
+            raise ConfigError(source, f"smtp.{name}", "must be at least 1")
+    if config.submission.max_concurrent_checks < 1:
+        raise ConfigError(source, "submission.max_concurrent_checks", "must be at least 1")
+    seen: set[tuple[str, str]] = set()
+    for i, key in enumerate(config.dkim.keys):
+        where = f"dkim.keys[{i}]"
+        for name in ("domain", "selector", "key_file"):
+            if not getattr(key, name):
+                raise ConfigError(source, f"{where}.{name}", "required")
+        if not _is_dns_name(key.domain):
+            raise ConfigError(source, f"{where}.domain", f"not a domain name: {key.domain!r}")
+        if not _is_dns_name(key.selector):
+            raise ConfigError(source, f"{where}.selector", f"not a selector: {key.selector!r}")
+        pair = (key.domain.lower(), key.selector.lower())
+        if pair in seen:
+            raise ConfigError(
+                source, f"{where}.selector", f"{key.selector} of {key.domain} is listed twice"
+            )
+        seen.add(pair)
+        if not os.access(key.key_file, os.R_OK):
+            problem = "file not found" if not os.path.exists(key.key_file) else "not readable"
+            raise ConfigError(source, f"{where}.key_file", f"{problem}: {key.key_file}")
 
 
 def check_data_dir(config: Config) -> None:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from typing import Any
 
+from mailstack.imap import sort_keys
+
 # Deeper nesting is treated as opaque data: bounds recursion on hostile input.
 MAX_DEPTH = 64
 # Bounds work on pathological messages with huge numbers of boundaries.
@@ -62,6 +64,9 @@ class MessageAnalysis:
     # "subject", "from", "to", "cc", "bcc", "date", "message-id",
     # "in-reply-to", "references", "reply-to", "sender".
     headers: dict[str, str]
+    # SORT and THREAD keys (mailstack.imap.sort_keys); None for messages
+    # stored before they existed.
+    sort_keys: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -596,4 +601,6 @@ def analyze(raw: bytes) -> MessageAnalysis:
     for name, value in root.headers:
         if name in DECODED_FIELDS and name not in headers:
             headers[name] = decode_words(value)
-    return MessageAnalysis(envelope_of(root), bodystructure_of(raw, root), headers)
+    envelope = envelope_of(root)
+    keys = sort_keys.derive(headers, envelope, decode_words)
+    return MessageAnalysis(envelope, bodystructure_of(raw, root), headers, keys)

@@ -293,6 +293,39 @@ async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[trio.SocketList
     return listeners
 
 
+async def serve_plain_and_tls(
+    service: str,
+    handler: Handler,
+    listen: Sequence[Endpoint],
+    tls_listen: Sequence[Endpoint],
+    *,
+    tls: TlsProvider,
+    limits: ConnectionLimits,
+    refuse: Callable[[Peer], bytes],
+    task_status: trio.TaskStatus[list[Bound]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A service's two listener lists: ``listen`` in plaintext (where the
+    protocol's STARTTLS/STLS is the handler's business) and ``tls_listen``
+    with implicit TLS (RFC 8314), sharing ``limits``.  Returns once both have
+    drained."""
+    async with trio.open_nursery() as nursery:
+        bound: list[Bound] = []
+        for endpoints, implicit_tls in ((listen, None), (tls_listen, tls)):
+            if endpoints:
+                bound += await nursery.start(
+                    partial(
+                        serve_endpoints,
+                        service,
+                        handler,
+                        endpoints,
+                        tls=implicit_tls,
+                        limits=limits,
+                        refuse=refuse,
+                    )
+                )
+        task_status.started(bound)
+
+
 async def serve_endpoints(
     service: str,
     handler: Handler,

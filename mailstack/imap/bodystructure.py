@@ -69,6 +69,14 @@ def extract(raw: bytes, root: mime.Part, section: Section) -> bytes | None:
     return _header_fields(header, section.fields, exclude=section.text.endswith(".NOT"))
 
 
+# Content-Transfer-Encodings BINARY can undo (RFC 2045 6.1).
+KNOWN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary", "base64", "quoted-printable"})
+
+
+class UnknownEncoding(ValueError):
+    """BINARY of a part in an encoding we cannot undo (RFC 3516 4.3: [UNKNOWN-CTE])."""
+
+
 def binary(raw: bytes, root: mime.Part, section: Section) -> bytes | None:
     """BINARY[part] (RFC 3516 / 9051 6.4.5): the part with its transfer encoding undone."""
     node = find_part(root, section.part) if section.part else root
@@ -76,4 +84,7 @@ def binary(raw: bytes, root: mime.Part, section: Section) -> bytes | None:
         return None
     if not section.part:
         return raw
+    encoding = (node.header("content-transfer-encoding") or "").strip().lower()
+    if encoding not in KNOWN_ENCODINGS:
+        raise UnknownEncoding(encoding)
     return mime.decoded_body(raw, node)

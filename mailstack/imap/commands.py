@@ -83,9 +83,22 @@ class Enable:
 
 
 @dataclass(frozen=True, slots=True)
+class Qresync:
+    """SELECT/EXAMINE (QRESYNC (uidvalidity modseq [known-uids] [seq-match-data]))
+    (RFC 7162 3.2.5); ``seq_match`` pairs message numbers with UIDs."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
     mailbox: str
     readonly: bool
+    condstore: bool = False  # (CONDSTORE) parameter, RFC 7162 3.1.8
+    qresync: Qresync | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +146,21 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendMessage:
+    """One more message of a MULTIAPPEND (RFC 3502)."""
+
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Append:
     mailbox: str
     flags: tuple[str, ...]
     date: datetime | None
     message: bytes
+    more: tuple[AppendMessage, ...] = ()  # MULTIAPPEND: the messages after the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +196,8 @@ class Fetch:
     uid: bool
     sequence: SequenceSet
     items: tuple[FetchAtt, ...]
+    changed_since: int | None = None  # (CHANGEDSINCE n), RFC 7162 3.1.4
+    vanished: bool = False  # (... VANISHED), RFC 7162 3.2.6
 
 
 FlagMode = Literal["add", "remove", "replace"]
@@ -185,6 +210,7 @@ class Store:
     mode: FlagMode
     silent: bool
     flags: tuple[str, ...]
+    unchanged_since: int | None = None  # (UNCHANGEDSINCE n), RFC 7162 3.1.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +219,46 @@ class Copy:
     sequence: SequenceSet
     mailbox: str
     move: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    """SORT (RFC 5256) and ESORT's RETURN options (RFC 5267)."""
+
+    uid: bool
+    criteria: tuple[tuple[str, bool], ...]  # (sort-key, REVERSE), most significant first
+    key: SearchKey
+    charset: str
+    returns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    uid: bool
+    algorithm: str  # ORDEREDSUBJECT or REFERENCES (RFC 5256)
+    key: SearchKey
+    charset: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuota:
+    root: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot:
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    root: str
+    limits: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Compress:
+    mechanism: str  # RFC 4978: DEFLATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +298,12 @@ Command = (
     | Copy
     | Id
     | Idle
+    | Sort
+    | Thread
+    | GetQuota
+    | GetQuotaRoot
+    | SetQuota
+    | Compress
 )
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from mailstack.imap import commands as c
 from mailstack.imap.framing import Frame
 from mailstack.imap.sequence import STAR, SequenceSet
+from mailstack.imap.sort import CRITERIA as SORT_CRITERIA
 
 
 class ParseError(Exception):
@@ -499,10 +500,124 @@ def search_key(r: Reader) -> c.SearchKey:
             r.sp()
             return c.SearchKey(word, (first, search_key(r)))
         if word == "MODSEQ":
-            return c.SearchKey(word, (number(r),))
+            return modseq_search_key(r)
         raise ParseError(f"unknown search key {word!r}")
     finally:
         r.leave()
+
+
+# -- CONDSTORE / QRESYNC (RFC 7162 7) -----------------------------------------
+
+MAX_MODSEQ = 2**63 - 1
+
+
+def mod_sequence(r: Reader, *, zero: bool = False) -> int:
+    """mod-sequence-value = 1*DIGIT (1 to 2^63-1); mod-sequence-valzer also allows "0" """
+    value = number(r)
+    if value > MAX_MODSEQ or (value == 0 and not zero):
+        raise ParseError("bad mod-sequence value")
+    return value
+
+
+def modseq_search_key(r: Reader) -> c.SearchKey:
+    """search-modsequence = "MODSEQ" [search-modseq-ext] SP mod-sequence-valzer;
+    search-modseq-ext = SP entry-name SP entry-type-req; entry-name =
+    DQUOTE "/flags/" attr-flag DQUOTE; entry-type-req = "priv" / "shared" / "all"
+    (the "MODSEQ" and its SP are already taken)"""
+    if r.peek() == ord('"'):
+        entry = _text(quoted(r))
+        if not entry.lower().startswith("/flags/") or len(entry) == len("/flags/"):
+            raise ParseError("bad MODSEQ entry name")
+        r.sp()
+        kind = atom(r).lower()
+        if kind not in ("priv", "shared", "all"):
+            raise ParseError("bad MODSEQ entry type")
+        r.sp()
+        return c.SearchKey("MODSEQ", (mod_sequence(r, zero=True), entry, kind))
+    return c.SearchKey("MODSEQ", (mod_sequence(r, zero=True),))
+
+
+def _known_set(r: Reader) -> SequenceSet:
+    """sequence-set without "*" or "$" (known-uids, known-sequence-set, known-uid-set)"""
+    if r.peek() == ord("$"):
+        raise ParseError("$ is not allowed here")
+    seqs = sequence_set(r)
+    if any(STAR in pair for pair in seqs.ranges):
+        raise ParseError("* is not allowed in QRESYNC sets")
+    return seqs
+
+
+def _qresync_param(r: Reader) -> c.Qresync:
+    """ "QRESYNC" SP "(" uidvalidity SP mod-sequence-value [SP known-uids]
+    [SP seq-match-data] ")"; seq-match-data = "(" known-sequence-set SP
+    known-uid-set ")" (the "QRESYNC " already taken)"""
+    r.expect(b"(")
+    uidvalidity = nz_number(r)
+    r.sp()
+    modseq = mod_sequence(r)
+    known = None
+    seq_match = None
+    if r.take(b" "):
+        if r.peek() != ord("("):
+            known = _known_set(r)
+            if r.take(b" "):
+                seq_match = _seq_match(r)
+        else:
+            seq_match = _seq_match(r)
+    r.expect(b")")
+    return c.Qresync(uidvalidity, modseq, known, seq_match)
+
+
+def _seq_match(r: Reader) -> tuple[SequenceSet, SequenceSet]:
+    """seq-match-data = "(" known-sequence-set SP known-uid-set ")" """
+    r.expect(b"(")
+    seqs = _known_set(r)
+    r.sp()
+    uids = _known_set(r)
+    r.expect(b")")
+    return seqs, uids
+
+
+def select_params(r: Reader) -> tuple[bool, c.Qresync | None]:
+    """select-params = "(" select-param *(SP select-param) ")"; select-param =
+    "CONDSTORE" / "QRESYNC" SP "(" ... ")" (RFC 7162 3.1.8, 3.2.5; RFC 4466
+    2.2: an unknown parameter is an error)"""
+    r.expect(b"(")
+    condstore = False
+    qresync: c.Qresync | None = None
+    while True:
+        word = atom(r).upper()
+        if word == "CONDSTORE" and not condstore:
+            condstore = True
+        elif word == "QRESYNC" and qresync is None:
+            r.sp()
+            qresync = _qresync_param(r)
+        else:
+            raise ParseError(f"unknown or repeated SELECT parameter {word!r}")
+        if r.take(b")"):
+            return condstore, qresync
+        r.sp()
+
+
+def fetch_modifiers(r: Reader) -> tuple[int | None, bool]:
+    """fetch-modifiers = "(" fetch-modifier *(SP fetch-modifier) ")";
+    fetch-modifier =/ chgsince-fetch-mod / "VANISHED"; chgsince-fetch-mod =
+    "CHANGEDSINCE" SP mod-sequence-value"""
+    r.expect(b"(")
+    changed_since: int | None = None
+    vanished = False
+    while True:
+        word = atom(r).upper()
+        if word == "CHANGEDSINCE" and changed_since is None:
+            r.sp()
+            changed_since = mod_sequence(r)
+        elif word == "VANISHED" and not vanished:
+            vanished = True
+        else:
+            raise ParseError(f"unknown or repeated FETCH modifier {word!r}")
+        if r.take(b")"):
+            return changed_since, vanished
+        r.sp()
 
 
 def _paren_atoms(r: Reader) -> tuple[str, ...]:
@@ -528,11 +643,79 @@ def search(r: Reader, uid: bool) -> c.Search:
     if r.take(b"CHARSET "):
         charset = astring(r).upper()
         r.sp()
+    return c.Search(uid, search_keys(r), charset, returns)
+
+
+def search_keys(r: Reader) -> c.SearchKey:
+    """search-key *(SP search-key), one key (several are an AND)"""
     keys = [search_key(r)]
     while r.take(b" "):
         keys.append(search_key(r))
-    key = keys[0] if len(keys) == 1 else c.SearchKey("AND", tuple(keys))
-    return c.Search(uid, key, charset, returns)
+    return keys[0] if len(keys) == 1 else c.SearchKey("AND", tuple(keys))
+
+
+def sort(r: Reader, uid: bool) -> c.Sort:
+    """sort = ["UID" SP] "SORT" [search-return-opts] SP sort-criteria SP
+    search-criteria (RFC 5256, ESORT RFC 5267); sort-criteria = "("
+    sort-criterion *(SP sort-criterion) ")"; sort-criterion = ["REVERSE" SP]
+    sort-key; search-criteria = charset 1*(SP search-key)"""
+    returns: tuple[str, ...] | None = None
+    if r.take(b"RETURN "):
+        returns = _paren_atoms(r) or ("ALL",)
+        r.sp()
+    r.expect(b"(")
+    criteria: list[tuple[str, bool]] = []
+    while True:
+        reverse = r.take(b"REVERSE ")
+        name = atom(r).upper()
+        if name not in SORT_CRITERIA:
+            raise ParseError(f"unknown sort criterion {name!r}")
+        criteria.append((name, reverse))
+        if r.take(b")"):
+            break
+        r.sp()
+    r.sp()
+    charset = astring(r).upper()
+    r.sp()
+    return c.Sort(uid, tuple(criteria), search_keys(r), charset, returns)
+
+
+def thread(r: Reader, uid: bool) -> c.Thread:
+    """thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria (RFC 5256)"""
+    algorithm = atom(r).upper()
+    r.sp()
+    charset = astring(r).upper()
+    r.sp()
+    return c.Thread(uid, algorithm, search_keys(r), charset)
+
+
+def _append_message(r: Reader) -> c.AppendMessage:
+    """append-message = [SP flag-list] [SP date-time] SP append-data (RFC 3502,
+    the SP before it already taken)"""
+    flags: tuple[str, ...] = ()
+    when = None
+    if r.peek() == ord("("):
+        flags = flag_list(r)
+        r.sp()
+    if r.peek() == ord('"'):
+        when = date_time(r)
+        r.sp()
+    return c.AppendMessage(flags, when, append_message(r))
+
+
+def _setquota(r: Reader) -> c.SetQuota:
+    """setquota = "SETQUOTA" SP quota-root-name SP setquota-list (RFC 9208);
+    setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")" """
+    root = astring(r)
+    r.sp()
+    r.expect(b"(")
+    limits: list[tuple[str, int]] = []
+    while not r.take(b")"):
+        name = atom(r).upper()
+        r.sp()
+        limits.append((name, number(r)))
+        r.take(b" ")
+    return c.SetQuota(root, tuple(limits))
 
 
 def _list(r: Reader, lsub: bool) -> c.ListCmd:
@@ -609,8 +792,8 @@ def _command_body(r: Reader) -> c.Command:
         r.sp()
         uid = True
         name = atom(r).upper()
-        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
-            raise ParseError("UID needs FETCH, SEARCH, STORE, COPY, MOVE or EXPUNGE")
+        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
+            raise ParseError("UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD")
     simple: dict[str, c.Command] = {
         "CAPABILITY": c.Capability(),
         "NOOP": c.Noop(),
@@ -649,9 +832,8 @@ def _command_body(r: Reader) -> c.Command:
         return c.Enable(tuple(caps))
     if name in ("SELECT", "EXAMINE"):
         box = mailbox(r)
-        if r.take(b" "):
-            _paren_atoms(r)  # select-params (e.g. CONDSTORE): accepted, no effect
-        return c.Select(box, readonly=name == "EXAMINE")
+        condstore, qresync = select_params(r) if r.take(b" ") else (False, None)
+        return c.Select(box, name == "EXAMINE", condstore, qresync)
     if name == "CREATE":
         box = mailbox(r)
         special = None
@@ -677,27 +859,41 @@ def _command_body(r: Reader) -> c.Command:
     if name == "APPEND":
         box = mailbox(r)
         r.sp()
-        flags: tuple[str, ...] = ()
-        when = None
-        if r.peek() == ord("("):
-            flags = flag_list(r)
-            r.sp()
-        if r.peek() == ord('"'):
-            when = date_time(r)
-            r.sp()
-        return c.Append(box, flags, when, append_message(r))
+        first = _append_message(r)
+        more: list[c.AppendMessage] = []
+        while r.take(b" "):  # MULTIAPPEND (RFC 3502)
+            more.append(_append_message(r))
+        return c.Append(box, first.flags, first.date, first.message, tuple(more))
     if name == "SEARCH":
         return search(r, uid)
+    if name == "SORT":
+        return sort(r, uid)
+    if name == "THREAD":
+        return thread(r, uid)
+    if name == "GETQUOTA":
+        return c.GetQuota(astring(r))
+    if name == "GETQUOTAROOT":
+        return c.GetQuotaRoot(mailbox(r))
+    if name == "SETQUOTA":
+        return _setquota(r)
+    if name == "COMPRESS":
+        return c.Compress(atom(r).upper())
     if name == "FETCH":
         seq = sequence_set(r)
         r.sp()
         items = fetch_items(r)
-        if r.take(b" "):
-            _paren_atoms(r)  # fetch modifiers (CHANGEDSINCE) are not announced
-        return c.Fetch(uid, seq, items)
+        changed_since, vanished = fetch_modifiers(r) if r.take(b" ") else (None, False)
+        if vanished and (not uid or changed_since is None):
+            # RFC 7162 3.2.6: VANISHED only with UID FETCH and CHANGEDSINCE.
+            raise ParseError("VANISHED needs UID FETCH and CHANGEDSINCE")
+        return c.Fetch(uid, seq, items, changed_since, vanished)
     if name == "STORE":
         seq = sequence_set(r)
         r.sp()
+        unchanged_since = None
+        if r.take(b"(UNCHANGEDSINCE "):  # RFC 7162 3.1.3 store-modifier
+            unchanged_since = mod_sequence(r, zero=True)
+            r.expect(b") ")
         mode: c.FlagMode = "replace"
         if r.take(b"+"):
             mode = "add"
@@ -706,7 +902,7 @@ def _command_body(r: Reader) -> c.Command:
         r.expect(b"FLAGS")
         silent = r.take(b".SILENT")
         r.sp()
-        return c.Store(uid, seq, mode, silent, store_flags(r))
+        return c.Store(uid, seq, mode, silent, store_flags(r), unchanged_since)
     if name in ("COPY", "MOVE"):
         seq = sequence_set(r)
         r.sp()

@@ -8,13 +8,13 @@ modules; this file only joins them to the Store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import trio
 
 from mailstack import mime
-from mailstack.imap import bodystructure, responses
+from mailstack.imap import bodystructure, condstore, responses
 from mailstack.imap import commands as c
 from mailstack.imap.mailbox_view import MailboxView
 from mailstack.imap.mutf7 import Mutf7Error
@@ -191,14 +191,32 @@ class Handlers:
         if change.kind is ChangeKind.MESSAGE_NEW:
             self.view.message_added(change.uid)
         elif change.kind is ChangeKind.MESSAGE_EXPUNGED:
-            self.view.message_expunged(change.uid)
+            self.view.message_expunged(change.uid, change.modseq)
         elif change.kind is ChangeKind.MESSAGE_FLAGS and change.flags is not None:
-            self.view.flags_changed(change.uid, change.flags)
+            self.view.flags_changed(change.uid, change.flags, change.modseq)
 
     async def flush(self, *, expunges_allowed: bool) -> None:
         if self.view is not None and self.view.has_pending:
-            for line in self.view.flush(expunges_allowed=expunges_allowed):
+            lines = self.view.flush(
+                expunges_allowed=expunges_allowed,
+                condstore=condstore.condstore_on(self.session),
+                qresync=condstore.qresync_on(self.session),
+            )
+            for line in lines:
                 await self.send(line)
+
+    async def announce_expunged(self, uids: list[int]) -> None:
+        """This session's own EXPUNGE/MOVE: EXPUNGE responses, or one VANISHED
+        once QRESYNC is on (RFC 7162 3.2.10)."""
+        assert self.view is not None
+        shown = sorted(u for u in set(uids) if self.view.seq_of(u) is not None)
+        numbers = self.view.remove_now(shown)
+        if condstore.qresync_on(self.session):
+            if shown:
+                await self.send(b"* VANISHED %s\r\n" % from_numbers(shown).encode())
+            return
+        for seq in numbers:
+            await self.send(b"* %d EXPUNGE\r\n" % seq)
 
     # -- commands ---------------------------------------------------------------
     async def login(self, username: str, password: str, peer_ip: str) -> AccountRecord | None:
@@ -209,21 +227,36 @@ class Handlers:
         newly = [
             cap for cap in cmd.capabilities if cap in ENABLEABLE and cap not in self.session.enabled
         ]
-        self.session.enabled.update(newly)
-        names = {"IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT"}
+        for cap in newly:
+            condstore.enable(self.session, cap)
+        names = {
+            "IMAP4REV2": "IMAP4rev2",
+            "UTF8=ACCEPT": "UTF8=ACCEPT",
+            "CONDSTORE": "CONDSTORE",
+            "QRESYNC": "QRESYNC",
+        }
         await self.send(responses.untagged(" ".join(["ENABLED", *(names[n] for n in newly)])))
         return "Enabled"
 
     async def select(self, cmd: c.Select) -> tuple[str, str]:
+        problem = condstore.select_problem(self.session, cmd)
+        if problem is not None:
+            raise CommandFailed(problem, status="BAD")
         if self.mailbox is not None:
             self.mailbox = None
             self.view = None
             self.session.state = State.AUTHENTICATED
-            if self.session.rev2:
+            # RFC 9051 7.1 / RFC 7162 3.2.11: CLOSED marks where the old
+            # mailbox's responses end.
+            if self.session.rev2 or condstore.qresync_on(self.session):
                 await self.send(responses.untagged("OK [CLOSED] Previous mailbox closed"))
         mailbox = await self._mailbox(cmd.mailbox)
+        resync = await condstore.select_snapshot(self, mailbox, cmd)
         cached = self.cache.cached(mailbox)
-        if cached is not None:
+        if resync is not None:
+            mailbox = resync.mailbox
+            messages = resync.uid_flags
+        elif cached is not None:
             messages = [(r.uid, r.flags) for r in cached]
         else:
             messages = await self.store.list_uid_flags(mailbox.id)
@@ -254,6 +287,8 @@ class Handlers:
         self.readonly = cmd.readonly
         self.saved = ()
         self.session.state = State.SELECTED
+        if resync is not None and cmd.qresync is not None:
+            await condstore.send_resync(self, resync, cmd.qresync)
         return ("READ-ONLY" if cmd.readonly else "READ-WRITE"), "Selected"
 
     async def create(self, cmd: c.Create) -> str:
@@ -393,6 +428,10 @@ class Handlers:
                     messages = await self.store.list_uid_flags(mailbox.id)
                     deleted = sum(1 for _, flags in messages if "\\Deleted" in flags)
                 value = deleted
+            elif item == "DELETED-STORAGE":
+                # RFC 9208 4.2: what EXPUNGE would free, in 1024-octet units.
+                records = await self.cache.records(self.store, mailbox)
+                value = -(-sum(r.size for r in records if "\\Deleted" in r.flags) // 1024)
             else:
                 raise CommandFailed(f"Unknown status item {item}", status="BAD")
             values.append(f"{item} {value}")
@@ -407,20 +446,25 @@ class Handlers:
 
     async def append(self, cmd: c.Append) -> tuple[str, str]:
         mailbox = await self._mailbox(cmd.mailbox, missing_code="TRYCREATE")
-        if len(cmd.message) > self.ctx.config.imap.max_literal_bytes:
+        # MULTIAPPEND (RFC 3502): every message or none.
+        messages = [(cmd.message, cmd.flags, cmd.date)]
+        messages += [(m.message, m.flags, m.date) for m in cmd.more]
+        if any(len(raw) > self.ctx.config.imap.max_literal_bytes for raw, _, _ in messages):
             raise CommandFailed("Message too big", "TOOBIG")
-        flags = [f for f in cmd.flags if f != "\\Recent"]
         try:
-            stored = await self.store.append(
-                mailbox.id, cmd.message, flags=flags, internal_date=cmd.date
+            stored = await self.store.append_all(
+                mailbox.id,
+                [(raw, [f for f in fl if f != "\\Recent"], when) for raw, fl, when in messages],
             )
         except TooBig:
             raise CommandFailed("Message too big", "TOOBIG") from None
         except OverQuota:
             raise CommandFailed("Quota exceeded", "OVERQUOTA") from None
         if self.view is not None and self.view.mailbox_id == mailbox.id:
-            self.view.message_added(stored.uid)
-        return f"APPENDUID {stored.uidvalidity} {stored.uid}", "Append completed"
+            for where in stored:
+                self.view.message_added(where.uid)
+        uids = from_numbers([where.uid for where in stored])
+        return f"APPENDUID {stored[0].uidvalidity} {uids}", "Append completed"
 
     async def close(self, *, expunge: bool) -> str:
         mailbox, _ = self._selected()
@@ -433,24 +477,24 @@ class Handlers:
         return "Closed"
 
     async def expunge(self, cmd: c.Expunge) -> str:
-        mailbox, view = self._selected()
+        mailbox, _ = self._selected()
         if self.readonly:
             raise CommandFailed("Mailbox is read-only", "CANNOT")
         uids = None if cmd.uids is None else self._target_uids(cmd.uids, uid=True)
         if uids == []:
             return "Expunge completed"
         removed = await self.store.expunge(mailbox.id, uids)
-        for seq in view.remove_now(removed):
-            await self.send(b"* %d EXPUNGE\r\n" % seq)
+        await self.announce_expunged(removed)
         return "Expunge completed"
 
-    async def search(self, cmd: c.Search, tag: str) -> str:
+    async def search_uids(self, key: c.SearchKey, charset: str | None) -> Sequence[int]:
+        """UIDs of the messages matching ``key``, in mailbox order (SEARCH, SORT, THREAD)."""
         mailbox, view = self._selected()
-        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+        if charset not in (None, "UTF-8", "US-ASCII"):
             raise CommandFailed("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
         records = await self.cache.records(self.store, mailbox)
         scope = Scope(view.exists, view.uids.max, datetime.now(UTC), self.saved)
-        content = needs_content(cmd.key)
+        content = needs_content(key)
         found: list[int] = []  # UIDs in mailbox order
         visible = [r for r in records if view.seq_of(r.uid) is not None]
         for start in range(0, len(visible), SEARCH_BATCH):
@@ -465,19 +509,30 @@ class Handlers:
                 # Decoding bodies is CPU work: off the event loop, so other
                 # sessions (IDLE pushes) keep going meanwhile.
                 found += await trio.to_thread.run_sync(
-                    _matching, cmd.key, batch, scope, limiter=SEARCH_LIMITER
+                    _matching, key, batch, scope, limiter=SEARCH_LIMITER
                 )
             else:
-                found += _matching(cmd.key, batch, scope)
+                found += _matching(key, batch, scope)
+        return found
+
+    async def search(self, cmd: c.Search, tag: str) -> str:
+        _, view = self._selected()
+        found = await self.search_uids(cmd.key, cmd.charset)
         numbers = found if cmd.uid else [view.seq_of(u) or 0 for u in found]
         returns = cmd.returns
         if returns is None and self.session.rev2:
             returns = ("ALL",)
+        highest = await condstore.search_modseq(self, cmd.key, found, returns)
         if returns is None:
-            await self.send(responses.untagged(" ".join(["SEARCH", *map(str, numbers)])))
+            tail = [f"(MODSEQ {highest})"] if highest else []
+            await self.send(responses.untagged(" ".join(["SEARCH", *map(str, numbers), *tail])))
             return "Search completed"
         if "SAVE" in returns:
             self.saved = tuple(found)
+            if found and not {"ALL", "COUNT"} & set(returns) and {"MIN", "MAX"} & set(returns):
+                # RFC 5182 2.4: SAVE with MIN and/or MAX alone keeps just those.
+                kept = [found[0]] if "MIN" in returns else []
+                self.saved = tuple(dict.fromkeys(kept + ([found[-1]] if "MAX" in returns else [])))
             returns = tuple(r for r in returns if r != "SAVE")
             if not returns:
                 return "Search completed"
@@ -493,11 +548,16 @@ class Handlers:
                 parts.append(f"ALL {from_numbers(sorted(numbers))}")
         if "COUNT" in returns:
             parts.append(f"COUNT {len(numbers)}")
+        if highest:
+            parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.10
         await self.send(responses.untagged(" ".join(parts)))
         return "Search completed"
 
     async def fetch(self, cmd: c.Fetch) -> str:
         mailbox, view = self._selected()
+        problem = condstore.fetch_problem(self.session, cmd)
+        if problem is not None:
+            raise CommandFailed(problem, status="BAD")
         uids = self._target_uids(cmd.sequence, cmd.uid)
         items = list(cmd.items)
         if cmd.uid and not any(i.name == "UID" for i in items):
@@ -512,6 +572,10 @@ class Handlers:
             for i in items
         )
         records = await self._records(uids)
+        if cmd.changed_since is not None:
+            records = [r for r in records if r.modseq > cmd.changed_since]
+        if cmd.vanished:
+            await condstore.send_fetch_vanished(self, cmd)
         if sets_seen:
             unseen = [r.uid for r in records if "\\Seen" not in r.flags]
             if unseen:
@@ -522,6 +586,7 @@ class Handlers:
                 records = [now.get(r.uid, r) for r in records]
                 if not any(i.name == "FLAGS" for i in items):
                     items.append(c.FetchAtt("FLAGS"))
+        condstore.fetch_items(self.session, cmd, items)
         utf8 = self.session.utf8
         for start in range(0, len(records), FETCH_BATCH):
             batch = records[start : start + FETCH_BATCH]
@@ -534,7 +599,10 @@ class Handlers:
                 if seq is None or (needs_raw and record.content_id not in raws):
                     continue  # expunged meanwhile (RFC 9051 7.4.1 lets us omit it)
                 tree = mime.parse_tree(raw) if needs_raw else None
-                parts = [self._fetch_item(item, record, view, raw, tree, utf8) for item in items]
+                try:
+                    parts = [self._fetch_item(i, record, view, raw, tree, utf8) for i in items]
+                except bodystructure.UnknownEncoding:
+                    raise CommandFailed("Cannot decode this part", "UNKNOWN-CTE") from None
                 await self.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
         return "Fetch completed"
 
@@ -592,7 +660,7 @@ class Handlers:
             return label + b" ~{%d}\r\n" % len(data) + data
         return label + b" " + _literal(data)
 
-    async def store_flags(self, cmd: c.Store) -> str:
+    async def store_flags(self, cmd: c.Store) -> tuple[str, str]:
         mailbox, view = self._selected()
         if self.readonly:
             raise CommandFailed("Mailbox is read-only", "CANNOT")
@@ -602,26 +670,14 @@ class Handlers:
             if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
                 raise CommandFailed(f"Flag {flag} cannot be set", status="BAD")
         if not uids:
-            return "Store completed"
-        changed, _ = await self.store.set_flags(mailbox.id, uids, cmd.mode, flags)
+            return "", "Store completed"
+        changed, failed = await self.store.set_flags(
+            mailbox.id, uids, cmd.mode, flags, unchanged_since=cmd.unchanged_since
+        )
         for record in changed:
             view.own_flags(record.uid, record.flags)
-        if not cmd.silent:
-            # RFC 9051 6.4.6: the new flags of every message in the set.
-            current = {r.uid: r for r in changed}
-            unchanged = [u for u in uids if u not in current]
-            for record in await self._records(unchanged):
-                current[record.uid] = record
-            for uid in uids:
-                seq = view.seq_of(uid)
-                if seq is None or uid not in current:
-                    continue
-                uid_part = b"UID %d " % uid if cmd.uid else b""
-                await self.send(
-                    b"* %d FETCH (%sFLAGS %s)\r\n"
-                    % (seq, uid_part, responses.flag_list(current[uid].flags))
-                )
-        return "Store completed"
+        code = await condstore.store_responses(self, cmd, uids, changed, failed)
+        return code, ("Conditional STORE failed" if code else "Store completed")
 
     async def copy(self, cmd: c.Copy) -> tuple[str, str]:
         mailbox, view = self._selected()
@@ -650,8 +706,7 @@ class Handlers:
             # RFC 6851 4.3: COPYUID goes in an untagged OK before the EXPUNGEs.
             if code:
                 await self.send(responses.untagged(f"OK [{code}] Moved"))
-            for seq in view.remove_now([p[0] for p in pairs]):
-                await self.send(b"* %d EXPUNGE\r\n" % seq)
+            await self.announce_expunged([p[0] for p in pairs])
             return "", "Move completed"
         return code, "Copy completed"
 

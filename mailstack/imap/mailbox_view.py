@@ -19,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 
 from mailstack.imap.responses import flag_list
+from mailstack.imap.sequence import from_numbers
 
 
 class UidMap:
@@ -108,8 +109,10 @@ class MailboxView:
         self.mailbox_id = mailbox_id
         self.uids = UidMap(uids)
         self._new: set[int] = set()
-        self._expunged: set[int] = set()
-        self._flag_changes: dict[int, frozenset[str]] = {}
+        # UID -> MODSEQ of the expunge (0 when unknown), until announced.
+        self._expunged: dict[int, int] = {}
+        # UID -> (flags, MODSEQ of the change; 0 when unknown).
+        self._flag_changes: dict[int, tuple[frozenset[str], int]] = {}
         # Flags this session set itself and already reported: the store's
         # echo of the same change is not reported again.
         self._own: dict[int, frozenset[str]] = {}
@@ -129,18 +132,18 @@ class MailboxView:
         if uid not in self.uids and uid not in self._expunged:
             self._new.add(uid)
 
-    def message_expunged(self, uid: int) -> None:
+    def message_expunged(self, uid: int, modseq: int = 0) -> None:
         if uid in self._new:
             self._new.discard(uid)
         elif uid in self.uids:
-            self._expunged.add(uid)
+            self._expunged[uid] = modseq
 
-    def flags_changed(self, uid: int, flags: frozenset[str]) -> None:
+    def flags_changed(self, uid: int, flags: frozenset[str], modseq: int = 0) -> None:
         if self._own.get(uid) == flags:
             del self._own[uid]
             return
         if uid in self.uids and uid not in self._expunged:
-            self._flag_changes[uid] = flags
+            self._flag_changes[uid] = (flags, modseq)
 
     # -- this session's own changes, already reported to the client -------
     def own_flags(self, uid: int, flags: frozenset[str]) -> None:
@@ -159,7 +162,7 @@ class MailboxView:
                 continue
             numbers.append(seq)
             self.uids.remove(uid)
-            self._expunged.discard(uid)
+            self._expunged.pop(uid, None)
             self._flag_changes.pop(uid, None)
         return numbers
 
@@ -172,18 +175,36 @@ class MailboxView:
     def has_pending(self) -> bool:
         return bool(self._new or self._expunged or self._flag_changes)
 
-    def flush(self, *, expunges_allowed: bool) -> list[bytes]:
-        """Untagged responses announcing queued changes, applied to the view."""
+    def flush(
+        self, *, expunges_allowed: bool, condstore: bool = False, qresync: bool = False
+    ) -> list[bytes]:
+        """Untagged responses announcing queued changes, applied to the view.
+
+        With CONDSTORE on, flag changes carry their MODSEQ (RFC 7162 3.2.4);
+        with QRESYNC on, expunges are one VANISHED response (RFC 7162 3.2.10)."""
         out: list[bytes] = []
         if expunges_allowed and self._expunged:
-            for seq in self.remove_now(sorted(self._expunged)):
-                out.append(b"* %d EXPUNGE\r\n" % seq)
+            gone = sorted(self._expunged)
+            numbers = self.remove_now(gone)
+            if qresync:
+                out.append(b"* VANISHED %s\r\n" % from_numbers(gone).encode())
+            else:
+                out += [b"* %d EXPUNGE\r\n" % seq for seq in numbers]
             self._expunged.clear()
-        for uid, flags in sorted(self._flag_changes.items()):
+        for uid, (flags, modseq) in sorted(self._flag_changes.items()):
             number = self.uids.seq_of(uid)
             if number is not None:
-                out.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (number, uid, flag_list(flags)))
+                tail = b" MODSEQ (%d)" % modseq if condstore and modseq else b""
+                out.append(
+                    b"* %d FETCH (UID %d FLAGS %s%s)\r\n" % (number, uid, flag_list(flags), tail)
+                )
         self._flag_changes.clear()
+        waiting = [modseq for modseq in self._expunged.values() if modseq]
+        if condstore and waiting:
+            # RFC 7162 errata 1810: MODSEQs this session sent may be above an
+            # expunge it may not announce yet; a client that disconnects now
+            # must resync from below that expunge.
+            out.append(b"* OK [HIGHESTMODSEQ %d] Expunges pending\r\n" % (min(waiting) - 1))
         if self._new:
             for uid in sorted(self._new):
                 self.uids.add(uid)

@@ -51,13 +51,35 @@ ALLOWED_STATES: dict[type, frozenset[State]] = {
     c.Fetch: _SELECTED,
     c.Store: _SELECTED,
     c.Copy: _SELECTED,
+    c.Sort: _SELECTED,
+    c.Thread: _SELECTED,
+    c.GetQuota: _AUTH,
+    c.GetQuotaRoot: _AUTH,
+    c.SetQuota: _AUTH,
+    c.Compress: _AUTH,
 }
 
 # RFC 9051 7.4.1: after these (by sequence number) no EXPUNGE may be sent;
 # their UID forms are fine.
-NO_EXPUNGE_AFTER = (c.Fetch, c.Store, c.Search)
+NO_EXPUNGE_AFTER = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 
-ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT")
+ENABLEABLE = ("IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC")
+
+# Announced once authenticated: SORT/THREAD (RFC 5256, 5957, 5267),
+# COMPRESS (RFC 4978), QUOTA (RFC 9208), BINARY (RFC 3516), MULTIAPPEND (RFC 3502).
+EXTENSIONS = (
+    "SORT",
+    "SORT=DISPLAY",
+    "ESORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "COMPRESS=DEFLATE",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
+    "BINARY",
+    "MULTIAPPEND",
+)
 
 
 @dataclass
@@ -122,10 +144,13 @@ class SessionState:
             "SPECIAL-USE",
             "CREATE-SPECIAL-USE",
             "ESEARCH",
+            "CONDSTORE",
+            "QRESYNC",
             "SEARCHRES",
             "STATUS=SIZE",
             f"APPENDLIMIT={self.settings.max_literal_bytes}",
             "UTF8=ACCEPT",
+            *EXTENSIONS,
         ]
 
     # -- mailbox names (RFC 9051 5.1, RFC 3501 5.1.3) ------------------------

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from functools import partial
 
 import trio
 
 from mailstack import net
 from mailstack.auth import sasl
 from mailstack.imap import commands as c
-from mailstack.imap import responses
+from mailstack.imap import quota, responses, sorting
+from mailstack.imap.compress import DeflateStream
+from mailstack.imap.expunge_history import prune_forever
 from mailstack.imap.framing import Continue, Framer, Refused
 from mailstack.imap.grammar import ParseError, TaggedParseError, command
 from mailstack.imap.handlers import CommandFailed, Handlers, RecordCache
+from mailstack.imap.modseq import enables_condstore
 from mailstack.imap.protocol import NO_EXPUNGE_AFTER, SessionState, Settings, State
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
@@ -239,6 +241,8 @@ class Connection:
         if problem is not None:
             await self.send(responses.tagged(tag, "BAD", problem))
             return await self.count_bad()
+        if enables_condstore(cmd):  # RFC 7162 3.1
+            self.session.enabled.add("CONDSTORE")
         try:
             keep_going = await self.execute(tag, cmd)
         except CommandFailed as exc:
@@ -317,7 +321,19 @@ class Connection:
         elif isinstance(cmd, c.Fetch):
             text = await h.fetch(cmd)
         elif isinstance(cmd, c.Store):
-            text = await h.store_flags(cmd)
+            code, text = await h.store_flags(cmd)
+        elif isinstance(cmd, c.Sort):
+            text = await sorting.sort(h, cmd, tag)
+        elif isinstance(cmd, c.Thread):
+            text = await sorting.thread_command(h, cmd)
+        elif isinstance(cmd, c.GetQuota):
+            text = await quota.getquota(h, cmd)
+        elif isinstance(cmd, c.GetQuotaRoot):
+            text = await quota.getquotaroot(h, cmd)
+        elif isinstance(cmd, c.SetQuota):
+            text = await quota.setquota(h, cmd)
+        elif isinstance(cmd, c.Compress):
+            return await self.compress(tag, cmd)
         else:
             code, text = await h.copy(cmd)
         by_number = isinstance(cmd, NO_EXPUNGE_AFTER) and not getattr(cmd, "uid", True)
@@ -343,6 +359,20 @@ class Connection:
             return True
         self.log.info("imap STARTTLS handshake timed out")
         return False
+
+    async def compress(self, tag: str, cmd: c.Compress) -> bool:
+        """RFC 4978 3: deflate both ways from the octet after the tagged OK."""
+        if cmd.mechanism != "DEFLATE":
+            raise CommandFailed("Unknown compression mechanism", status="BAD")
+        if isinstance(self.stream, DeflateStream):
+            raise CommandFailed("Compression is already active", "COMPRESSIONACTIVE")
+        await self.send(responses.tagged(tag, "OK", "DEFLATE active"))
+        await self.flush_out()
+        # A client waits for the OK before it compresses (RFC 4978 3), so
+        # nothing it sent before can belong to the compressed stream.
+        self.framer = Framer(self.config.max_line_bytes, self.config.max_literal_bytes)
+        self.stream = DeflateStream(self.stream)
+        return True
 
     async def authenticate(self, tag: str, cmd: c.Authenticate) -> None:
         if cmd.mechanism in sasl.PLAINTEXT_MECHANISMS and not self.session.login_allowed:
@@ -471,18 +501,17 @@ async def serve(
         await Connection(ctx, slots, cache, stream, peer).run()
 
     async with trio.open_nursery() as nursery:
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        "imap",
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
-        task_status.started(bound)
+        nursery.start_soon(prune_forever, ctx.store, config.expunged_retention_days)
+        try:
+            await net.serve_plain_and_tls(
+                "imap",
+                handler,
+                config.listen,
+                config.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=_refuse,
+                task_status=task_status,
+            )
+        finally:
+            nursery.cancel_scope.cancel()

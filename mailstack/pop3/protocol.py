@@ -202,6 +202,13 @@ class Pop3Protocol:
         self._reply("-ERR [SYS/TEMP] autologout, idle for too long")
         self._state = State.CLOSED
 
+    def shutting_down(self) -> None:
+        """The server is stopping and this session is between commands: say
+        so and close without UPDATE, so nothing marked with DELE is removed
+        (RFC 1939 6: only QUIT enters the UPDATE state)."""
+        self._reply("-ERR [SYS/TEMP] server shutting down, try again later")
+        self._state = State.CLOSED
+
     # -- answers to events -----------------------------------------------------
     def authenticated(self, maildrop: Maildrop) -> None:
         self._take(Authenticate)

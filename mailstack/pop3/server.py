@@ -8,7 +8,6 @@ deletions via the Store, TLS via net.start_tls) and moves bytes.
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import trio
 
@@ -101,14 +100,25 @@ class Session:
             sent = not out
             # RFC 1939 3: the autologout timer covers a client that stops
             # talking and also one that stops reading our replies.
+            stopping = False
             with trio.move_on_after(self._idle_seconds) as idle:
                 if out:
                     sent = await net.send_all(self._stream, out)
                 if sent and event is None:
-                    core.receive_data(await net.receive_some(self._stream, RECEIVE_BYTES))
-            if idle.cancelled_caught:
-                self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
-                core.timed_out()
+                    # Waiting for the next command: a graceful server stop
+                    # may end the wait (ctx.shutdown), work in progress may not.
+                    with self._ctx.shutdown.idle() as stop:
+                        data = await net.receive_some(self._stream, RECEIVE_BYTES)
+                    stopping = stop.cancelled_caught
+                    if not stopping:
+                        core.receive_data(data)
+            if idle.cancelled_caught or stopping:
+                if stopping:
+                    self._log.info("pop3 session closed: server shutting down")
+                    core.shutting_down()
+                else:
+                    self._log.info("pop3 autologout after %.0f s idle", self._idle_seconds)
+                    core.timed_out()
                 with trio.move_on_after(GOODBYE_SECONDS):
                     await net.send_all(self._stream, core.data_to_send())
                 return
@@ -156,7 +166,13 @@ class Session:
         if account is None:
             self._core.login_failed(LoginFailure.AUTH)
             return
-        if not await self._locks.acquire(account.id):
+        try:
+            locked = await self._locks.acquire(account.id)
+        except StoreError as exc:
+            self._log.warning("pop3 cannot lock maildrop user=%r: %s", account.address, exc)
+            self._core.login_failed(LoginFailure.SYS_TEMP)
+            return
+        if not locked:
             self._log.info("pop3 maildrop in use user=%r", account.address)
             self._core.login_failed(LoginFailure.IN_USE)
             return
@@ -250,6 +266,12 @@ class Session:
         """RFC 1939 6 UPDATE: remove exactly the messages this session marked.
         Ones another session already expunged are simply no longer there."""
         assert self._inbox is not None
+        if not self._locks.holds(self._inbox.account_id):
+            # The lock lapsed (store unreachable too long) and another
+            # session may own the maildrop now: its view wins.
+            self._log.warning("pop3 update refused: the maildrop lock was lost")
+            self._core.deletions_committed(False)
+            return
         store = self._ctx.store
         try:
             await store.set_flags(self._inbox.id, event.uids, "add", ["\\Deleted"])
@@ -268,24 +290,22 @@ async def serve(
     """Serve ``[pop3] listen`` (STLS) and ``tls_listen`` (implicit TLS, port 995)."""
     config = ctx.config.pop3
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
-    locks = MaildropLocks(ctx.config.data_path / "pop3-locks")
+    locks = MaildropLocks(ctx.store, config.lock_expiry_seconds)
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         await Session(ctx, locks, stream, peer).run()
 
-    async with trio.open_nursery() as nursery:
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        "pop3",
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
-        task_status.started(bound)
+    async with trio.open_nursery() as renewal:
+        renewal.start_soon(locks.keep_alive)
+        await net.serve_plain_and_tls(
+            "pop3",
+            handler,
+            config.listen,
+            config.tls_listen,
+            tls=ctx.tls,
+            limits=limits,
+            refuse=_refuse,
+            task_status=task_status,
+        )
+        # Every session has ended (and released its lock).
+        renewal.cancel_scope.cancel()

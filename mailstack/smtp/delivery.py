@@ -113,9 +113,11 @@ async def check_recipient(
     remote_reply: Reply,
     cache: RecipientCache | None = None,
     now: float = 0.0,
+    full_reply: Reply = replies.MAILBOX_FULL,
 ) -> RecipientDecision:
     """Local recipients only: ``remote_reply`` for any other domain (relay
-    denied on the MX, "relaying is not configured" on submission)."""
+    denied on the MX, "relaying is not configured" on submission);
+    ``full_reply`` for a recipient over quota (``over_quota`` in the config)."""
     key = address.lower()
     if cache is not None:
         targets = cache.get(key, now)
@@ -140,7 +142,7 @@ async def check_recipient(
                 continue
             usage = await store.quota_usage(account.id)
             if _over_quota(account, usage.bytes_used, usage.messages_used):
-                return RecipientDecision(replies.MAILBOX_FULL)
+                return RecipientDecision(full_reply)
     except StoreError:
         return RecipientDecision(replies.STORE_UNAVAILABLE)
     targets = tuple(a.id for a in accounts)
@@ -219,12 +221,16 @@ async def deliver(
     *,
     hostname: str,
     submission: bool,
+    full_reply: Reply = replies.MAILBOX_FULL,
 ) -> Reply:
     """Store one copy per final mailbox; the reply for the end of DATA/BDAT.
 
     Store.deliver is all-or-nothing, so an over-quota mailbox fails the whole
     message with 452 4.2.2 (RFC 5321 4.2.5): nobody has a copy, the client
     retries, and the RCPT-time quota check then refuses just that recipient.
+    ``full_reply`` (the permanent 552 5.2.2) is used instead only when that
+    mailbox is the message's one destination: the reply covers every
+    recipient, and the others must not bounce.
     """
     now = datetime.now(UTC)
     targets = sorted({t for recipient in event.recipients for t in recipient.targets})
@@ -235,7 +241,7 @@ async def deliver(
     try:
         await store.deliver(targets, trace + event.content, internal_date=now)
     except OverQuota:
-        return replies.MAILBOX_FULL
+        return full_reply if len(targets) == 1 else replies.MAILBOX_FULL
     except TooBig:
         return replies.SIZE_EXCEEDED
     except (TemporaryFailure, StoreError):

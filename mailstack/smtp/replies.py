@@ -103,6 +103,7 @@ RELAY_DENIED = Reply(550, "5.7.1", "relay access denied")
 RELAY_NOT_CONFIGURED = Reply(550, "5.7.1", "relaying is not configured on this server")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "sender address not owned by the authenticated user")
 MAILBOX_FULL = Reply(452, "4.2.2", "mailbox full")
+MAILBOX_FULL_PERMANENT = Reply(552, "5.2.2", "mailbox full")
 STORE_UNAVAILABLE = Reply(451, "4.3.0", "temporary failure, try again later")
 MESSAGE_ACCEPTED = Reply(250, "2.0.0", "message accepted")
 

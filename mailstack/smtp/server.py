@@ -20,6 +20,7 @@ from mailstack.config import SmtpConfig
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
 from mailstack.smtp import delivery, replies
+from mailstack.smtp.mailauth import MailAuthentication
 from mailstack.smtp.protocol import (
     Authenticate,
     CheckRecipient,
@@ -60,14 +61,21 @@ class SmtpSession:
         *,
         submission: bool,
         recipients: delivery.RecipientCache,
+        mailauth: MailAuthentication,
     ) -> None:
         self._ctx = ctx
+        self._mailauth = mailauth
         self._recipients = recipients
         self._config = config
         self._stream = stream
         self._peer = peer
         self._submission = submission
         self._hostname = ctx.config.hostname
+        self._full_reply = (
+            replies.MAILBOX_FULL_PERMANENT
+            if config.over_quota == "permanent"
+            else replies.MAILBOX_FULL
+        )
         self._log = session_logger(logger, peer.session_id)
         self._account_id: int | None = None
         self._messages = 0
@@ -176,6 +184,7 @@ class SmtpSession:
                 remote_reply=remote,
                 cache=self._recipients,
                 now=trio.current_time(),
+                full_reply=self._full_reply,
             )
             core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, Authenticate):
@@ -232,14 +241,20 @@ class SmtpSession:
     async def _deliver(self, event: MessageReceived) -> None:
         version, cipher = self._tls()
         connection = delivery.Connection(self._peer.session_id, self._peer.ip, version, cipher)
-        reply = await delivery.deliver(
-            self._ctx.store,
-            self._core.session,
-            connection,
-            event,
-            hostname=self._hostname,
-            submission=self._submission,
-        )
+        # DKIM signing (submission) or SPF/DKIM/DMARC checks (MX) first.
+        prepared = await self._mailauth.prepare(self._core.session, self._peer.ip, event)
+        if isinstance(prepared, replies.Reply):
+            reply = prepared
+        else:
+            reply = await delivery.deliver(
+                self._ctx.store,
+                self._core.session,
+                connection,
+                prepared,
+                hostname=self._hostname,
+                submission=self._submission,
+                full_reply=self._full_reply,
+            )
         if reply.positive:
             self._messages += 1
             self._core.accept(reply)
@@ -270,11 +285,18 @@ async def _serve(
 ) -> None:
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     recipients = delivery.RecipientCache()
+    mailauth = MailAuthentication(ctx.config, submission=submission)
     sessions: set[SmtpSession] = set()
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
-            ctx, config, stream, peer, submission=submission, recipients=recipients
+            ctx,
+            config,
+            stream,
+            peer,
+            submission=submission,
+            recipients=recipients,
+            mailauth=mailauth,
         )
         sessions.add(session)
         try:
@@ -291,20 +313,18 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_idle_sessions)
-        bound: list[net.Bound] = []
-        for endpoints, tls in ((config.listen, None), (config.tls_listen, ctx.tls)):
-            if endpoints:
-                bound += await nursery.start(
-                    partial(
-                        net.serve_endpoints,
-                        name,
-                        handler,
-                        endpoints,
-                        tls=tls,
-                        limits=limits,
-                        refuse=_refuse,
-                    )
-                )
+        bound: list[net.Bound] = await nursery.start(
+            partial(
+                net.serve_plain_and_tls,
+                name,
+                handler,
+                config.listen,
+                config.tls_listen,
+                tls=ctx.tls,
+                limits=limits,
+                refuse=_refuse,
+            )
+        )
         task_status.started(bound)
 
 

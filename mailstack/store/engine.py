@@ -1,5 +1,10 @@
 """Engine construction: SQLite pragmas and write locking, PostgreSQL pooling.
 
+PostgreSQL: a pool of ``[database] pool_size`` connections plus up to
+``max_overflow`` more under load, each checked with a ping when taken from
+the pool (so a database restart costs no failed request once it is back),
+with a connect timeout and TCP keepalives.
+
 SQLite: the pysqlite driver's own transaction handling is switched off
 (``isolation_level = None``) so that SQLAlchemy's ``begin`` event decides what
 BEGIN is sent.  Write sessions (bound to :func:`writer` of the engine) start
@@ -23,6 +28,25 @@ from mailstack.config import DatabaseConfig
 WRITE_OPTION = "mailstack_write"
 
 
+# libpq TCP keepalives: a database host that vanishes without closing its
+# connections (power loss, network partition) is noticed after about a
+# minute of silence instead of the kernel's default two hours.
+PG_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def pg_connect_args(database: DatabaseConfig) -> dict[str, Any]:
+    """libpq parameters for every PostgreSQL connection we open (the pool's
+    and the LISTEN connection's): bounded connect time, keepalives."""
+    # libpq reads connect_timeout as whole seconds and treats 1 as 2.
+    timeout = max(2, round(database.connect_timeout_seconds))
+    return {"connect_timeout": timeout, **PG_KEEPALIVES}
+
+
 def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -42,7 +66,10 @@ def create_engine(
             parsed,
             pool_size=database.pool_size,
             max_overflow=database.max_overflow,
+            # A connection the database dropped (restart, failover) is
+            # found and replaced when it is checked out, before it is used.
             pool_pre_ping=True,
+            connect_args=pg_connect_args(database),
         )
     engine = sqlalchemy.create_engine(parsed)
     busy_timeout_ms = database.busy_timeout_ms

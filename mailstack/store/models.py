@@ -113,6 +113,10 @@ class Mailbox(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger)
     highestmodseq: Mapped[int] = mapped_column(BigInteger)
+    # Expunges with a MODSEQ at or below this may have been pruned from the
+    # change log ([imap] expunged_retention_days); every later one still has
+    # its row.  QRESYNC (RFC 7162 3.2.5) answers exactly only above it.
+    expunge_log_floor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     subscribed: Mapped[bool] = mapped_column(Boolean)
     special_use: Mapped[str | None] = mapped_column(String(32))
 
@@ -150,6 +154,24 @@ class Message(Base):
     envelope: Mapped[Any] = mapped_column(JSON)
     bodystructure: Mapped[Any] = mapped_column(JSON)
     headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    # SORT/THREAD keys derived at delivery (mailstack.imap.sort_keys);
+    # NULL for messages stored before revision 0003_imapext.
+    sort_keys: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class MaildropLock(Base):
+    """POP3's exclusive access to a maildrop (RFC 1939 8), shared by every
+    host: ``owner`` names the holding process, which renews
+    ``expires_at_ms`` (Unix ms, database clock on PostgreSQL) while the
+    session lasts; an expired row is free, so a dead host's locks lapse."""
+
+    __tablename__ = "maildrop_locks"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(200))
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class ChangeLog(Base):

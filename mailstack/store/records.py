@@ -123,6 +123,7 @@ class MessageRecord:
     envelope: Any
     bodystructure: Any
     headers: dict[str, str]  # decoded searchable header fields
+    sort_keys: dict[str, Any] | None = None  # SORT/THREAD keys (mailstack.imap.sort_keys)
 
 
 @dataclass(frozen=True, slots=True)

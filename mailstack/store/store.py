@@ -33,13 +33,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, names
+from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names, resync
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
+from mailstack.store.notifications import ChangeNotifications
 from mailstack.store.records import (
     AccountRecord,
     AliasRecord,
+    AlreadyExists,
     Change,
     DomainRecord,
     InvalidName,
@@ -94,7 +96,18 @@ class Store:
             self._limiter = trio.CapacityLimiter(max(1, total - 1))
         else:
             self._limiter = trio.CapacityLimiter(SQLITE_READ_THREADS)
-        self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
+        if postgresql:
+            # Other hosts' commits arrive by NOTIFY; the poll is a safety net.
+            self._watcher = ChangeWatcher(
+                self._changes_batch,
+                self._last_change_id,
+                poll_seconds=config.database.safety_poll_seconds,
+                notifications=ChangeNotifications(
+                    engine, engines.pg_connect_args(config.database)
+                ).run,
+            )
+        else:
+            self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
         self._writer = GroupCommitWriter(
             self._writes,
             max_batch=config.database.max_batch,
@@ -283,6 +296,28 @@ class Store:
 
         return await self._write_prepared(prepare, inserts_only=True)
 
+    async def append_all(
+        self,
+        mailbox_id: int,
+        messages: Sequence[tuple[bytes, Iterable[str], datetime | None]],
+    ) -> list[StoredMessage]:
+        """IMAP MULTIAPPEND (RFC 3502): (raw, flags, internal date) each, all
+        or none (one transaction), UIDs consecutive in the order given.
+        Raises TooBig / OverQuota / InvalidName (a flag) for the whole call."""
+        limit = self._config.imap.max_literal_bytes
+        if any(len(raw) > limit for raw, _, _ in messages):
+            raise TooBig(f"message is larger than {limit} bytes")
+        now = datetime.now(UTC)
+        checked = [
+            (raw, names.normalize_flags(flags), when or now) for raw, flags, when in messages
+        ]
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analyzed = [(raw, mime.analyze(raw), flags, when) for raw, flags, when in checked]
+            return lambda session: tx.append_all(session, mailbox_id, analyzed)
+
+        return await self._write_prepared(prepare, inserts_only=True)
+
     async def list_messages(self, mailbox_id: int, *, since_uid: int = 0) -> list[MessageRecord]:
         """Messages with uid > since_uid, ordered by UID."""
         return await self._read(tx.list_messages, mailbox_id, since_uid)
@@ -351,6 +386,29 @@ class Store:
         retrieving a whole maildrop is not one query per message."""
         return await self._read(bulk_reads.read_contents, content_ids)
 
+    # -- POP3 maildrop locks, shared by every host (see maildrop_locks.py) ---
+    async def lock_maildrop(self, account_id: int, owner: str, expiry_seconds: float) -> bool:
+        """Take the account's maildrop for ``owner`` (a process-unique name)
+        for ``expiry_seconds``; False while another owner's lock is live.
+        Raises NotFound for an unknown account."""
+        try:
+            return await self._write(
+                maildrop_locks.try_lock, account_id, owner, int(expiry_seconds * 1000)
+            )
+        except AlreadyExists:
+            return False  # another host inserted the row first
+
+    async def renew_maildrop_locks(
+        self, owner: str, account_ids: Sequence[int], expiry_seconds: float
+    ) -> list[int]:
+        """Extend ``owner``'s locks; returns the ids it lost to another owner."""
+        return await self._write(
+            maildrop_locks.renew, owner, tuple(account_ids), int(expiry_seconds * 1000)
+        )
+
+    async def unlock_maildrop(self, account_id: int, owner: str) -> None:
+        await self._write(maildrop_locks.release, account_id, owner)
+
     # -- IMAP reads (added by the IMAP work; see imap_reads.py) -------------
     async def get_messages(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageRecord]:
         """The messages with these UIDs (absent ones skipped), ordered by UID:
@@ -401,6 +459,30 @@ class Store:
         """Take an imported folder's UIDVALIDITY, if the mailbox never held a
         message and no other mailbox has that value; True if it now has it."""
         return await self._write(imports.adopt_uidvalidity, mailbox_id, uidvalidity)
+
+    # -- CONDSTORE / QRESYNC (added by the condstore work; see resync.py) ---
+    async def resync_snapshot(self, mailbox_id: int, since: int) -> resync.ResyncSnapshot | None:
+        """What a QRESYNC SELECT reports, read in one transaction (None: no
+        such mailbox).  ``vanished`` is None when expunges after ``since``
+        were pruned from the change log (RFC 7162 3.2.5.2 fallback)."""
+        return await self._read(resync.resync_snapshot, mailbox_id, since)
+
+    async def expunged_since(self, mailbox_id: int, since: int) -> list[int] | None:
+        """UIDs expunged with MODSEQ above ``since``, or None when the change
+        log no longer reaches back that far."""
+        return await self._read(resync.expunged_since, mailbox_id, since)
+
+    async def prune_expunge_log(
+        self, before: datetime, *, after_id: int = 0, batch: int = 1000
+    ) -> tuple[int, int]:
+        """Forget expunges logged before ``before`` (each batch its own short
+        transaction); returns (rows removed, change-log id to pass as
+        ``after_id`` next time, so the next run walks only newer rows)."""
+        cursor, removed, more = after_id, 0, True
+        while more:
+            cursor, count, more = await self._write(resync.prune_expunges, before, cursor, batch)
+            removed += count
+        return removed, cursor
 
 
 @asynccontextmanager

@@ -129,6 +129,7 @@ def _message_record(message: Message) -> MessageRecord:
         envelope=message.envelope,
         bodystructure=message.bodystructure,
         headers=message.headers,
+        sort_keys=message.sort_keys,
     )
 
 
@@ -546,6 +547,7 @@ def _insert_messages(
                 "envelope": new.analysis.envelope,
                 "bodystructure": new.analysis.bodystructure,
                 "headers": new.analysis.headers,
+                "sort_keys": new.analysis.sort_keys,
             }
         )
         log_rows.append(_log_row(slot, ChangeKind.MESSAGE_NEW, uid=uid, flags=flags_text))
@@ -1032,11 +1034,25 @@ def append(
     flags: frozenset[str],
     internal_date: datetime,
 ) -> StoredMessage:
-    _charge(session, _mailbox_account(session, mailbox_id), len(raw), 1)
-    slot = _claim_uids(session, _CLAIM_BY_ID, {"mailbox": mailbox_id, "count": 1})
-    new = _NewMessage(_add_content(session, raw), len(raw), flags, internal_date, analysis)
-    [stored] = _insert_messages(session, slot, [new])
+    [stored] = append_all(session, mailbox_id, [(raw, analysis, flags, internal_date)])
     return stored
+
+
+def append_all(
+    session: Session,
+    mailbox_id: int,
+    messages: Sequence[tuple[bytes, MessageAnalysis, frozenset[str], datetime]],
+) -> list[StoredMessage]:
+    """Append in one go with consecutive UIDs (IMAP MULTIAPPEND, RFC 3502):
+    the quota is charged for all of them, so OverQuota stores none."""
+    size = sum(len(raw) for raw, _, _, _ in messages)
+    _charge(session, _mailbox_account(session, mailbox_id), size, len(messages))
+    slot = _claim_uids(session, _CLAIM_BY_ID, {"mailbox": mailbox_id, "count": len(messages)})
+    new = [
+        _NewMessage(_add_content(session, raw), len(raw), flags, when, analysis)
+        for raw, analysis, flags, when in messages
+    ]
+    return _insert_messages(session, slot, new)
 
 
 def list_messages(session: Session, mailbox_id: int, since_uid: int = 0) -> list[MessageRecord]:
@@ -1126,7 +1142,10 @@ def copy_messages(
             flags=names.flags_from_text(m.flags),
             internal_date=_aware(m.internal_date),
             analysis=MessageAnalysis(
-                envelope=m.envelope, bodystructure=m.bodystructure, headers=m.headers
+                envelope=m.envelope,
+                bodystructure=m.bodystructure,
+                headers=m.headers,
+                sort_keys=m.sort_keys,
             ),
         )
         for m in messages

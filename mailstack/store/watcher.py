@@ -1,10 +1,14 @@
 """Fan the change log out to this process's subscribers (IDLE, NOTIFY, WebSocket).
 
 One task per Store tails the change log by id (``changes_since(cursor)``, an
-indexed primary-key range query) every ``POLL_SECONDS``, which picks up
-commits made by other processes or hosts; after a local commit the writer
-calls :meth:`ChangeWatcher.kick`, so subscribers in the same process hear of
-it at once (within ``COALESCE_SECONDS`` under a stream of commits).
+indexed primary-key range query) whenever it is kicked, and at the latest
+every ``poll_seconds``.  After a local commit the writer calls
+:meth:`ChangeWatcher.kick`, so subscribers in the same process hear of it at
+once (within ``COALESCE_SECONDS`` under a stream of commits).  Commits made
+by other processes or hosts are found by the poll: on SQLite every
+``POLL_SECONDS``; on PostgreSQL a LISTEN connection (``notifications``, see
+notifications.py) kicks the watcher when any host commits, and the poll is
+only a slow safety net (``[database] safety_poll_seconds``).
 
 Subscriber contract: :meth:`subscribe` returns a bounded receive channel
 carrying the account's changes from the watcher's cursor on; that can
@@ -44,9 +48,15 @@ class ChangeWatcher:
         self,
         changes_since: Callable[[int, int], Awaitable[list[Change]]],
         last_change_id: Callable[[], Awaitable[int]],
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        notifications: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
     ) -> None:
         self._changes_since = changes_since
         self._last_change_id = last_change_id
+        self._poll_seconds = poll_seconds
+        # Runs for the watcher's lifetime, calling kick() on remote commits.
+        self._notifications = notifications
         self._subscribers: dict[int, set[trio.MemorySendChannel[Change]]] = {}
         self._wakeup = trio.Event()
         self._running = False
@@ -65,27 +75,33 @@ class ChangeWatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cursor = await self._last_change_id()
         self._running = True
-        task_status.started()
         try:
-            while True:
-                with trio.move_on_after(POLL_SECONDS):
-                    await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                try:
-                    cursor = await self._drain(cursor)
-                except StoreError as exc:
-                    log.warning("change log poll failed: %s", exc)
-                    await trio.sleep(ERROR_BACKOFF_SECONDS)
-                # Kicks arriving meanwhile are served by one poll: under a
-                # stream of commits, a query per commit would cost the
-                # writer half its throughput.
-                await trio.sleep(COALESCE_SECONDS)
+            async with trio.open_nursery() as nursery:
+                if self._notifications is not None:
+                    nursery.start_soon(self._notifications, self.kick)
+                task_status.started()
+                await self._tail(cursor)
         finally:
             self._running = False
             for channels in self._subscribers.values():
                 for channel in channels:
                     channel.close()
             self._subscribers.clear()
+
+    async def _tail(self, cursor: int) -> None:
+        while True:
+            with trio.move_on_after(self._poll_seconds):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            try:
+                cursor = await self._drain(cursor)
+            except StoreError as exc:
+                log.warning("change log poll failed: %s", exc)
+                await trio.sleep(ERROR_BACKOFF_SECONDS)
+            # Kicks arriving meanwhile are served by one poll: under a
+            # stream of commits, a query per commit would cost the
+            # writer half its throughput.
+            await trio.sleep(COALESCE_SECONDS)
 
     async def _drain(self, cursor: int) -> int:
         while True:

@@ -13,7 +13,9 @@ bob@example.test / ``bob-password``, starts the services with
 ``services=None`` (the default) starts every one of smtp, submission, imap
 and pop3 that this build has; naming a service that is not built yet skips
 the test.  Every listener is 127.0.0.1:0; submission, imap and pop3 also get
-an implicit-TLS listener.  Keyword options: ``handle_signals`` (default False:
+an implicit-TLS listener.  The MX checks no SPF/DKIM/DMARC unless the test
+asks (``smtp={"authentication_checks": True}`` with ``dns=DnsConfig(...)``
+naming its own test DNS server).  Keyword options: ``handle_signals`` (default False:
 leave the process's signals alone), ``grace_seconds`` (default 2).
 
 Config overrides: a top-level key (``hostname="mx.test"``), or a section name
@@ -118,6 +120,10 @@ def base_config(directory: Path, services: Sequence[str]) -> Config:
             section = dataclasses.replace(section, listen=LOOPBACK, tls_listen=tls_listen)
         else:
             section = dataclasses.replace(section, listen=LOOPBACK)
+        if name == "smtp":
+            # No SPF/DKIM/DMARC lookups unless a test asks for them (with
+            # its own DNS server): the tests must not depend on the internet.
+            section = dataclasses.replace(section, authentication_checks=False)
         sections[name] = section
     return Config(
         hostname="mail.example.test",

@@ -263,6 +263,40 @@ async def test_second_session_gets_in_use(stack_factory: StackFactory) -> None:
         assert reply.startswith(b"-ERR [IN-USE]")
 
 
+async def test_graceful_stop_ends_idle_session_without_deleting(
+    stack_factory: StackFactory,
+) -> None:
+    """SIGTERM-style stop: an idle session gets -ERR [SYS/TEMP] at once (not
+    after the grace period) and its DELE never takes effect (no QUIT, no
+    UPDATE state, RFC 1939 6)."""
+    with trio.fail_after(30):
+        stack = await stack_factory(services=("pop3",), grace_seconds=60.0)
+        await deliver(stack, b"Subject: keep me\r\n\r\nbody\r\n")
+        inbox = await inbox_of(stack)
+        marked = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        def idle_session() -> bytes:
+            client = login(pop_tls(stack))
+            client.dele(1)
+            trio.from_thread.run_sync(marked.set, trio_token=token)
+            return client.file.readline()  # type: ignore[attr-defined,no-any-return]
+
+        async with trio.open_nursery() as nursery:
+            result: list[bytes] = []
+
+            async def run() -> None:
+                result.append(await in_thread(idle_session))
+
+            nursery.start_soon(run)
+            await marked.wait()
+            stack.stop.set()
+        assert result == [b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"]
+        await stack.stopped.wait()
+        uids = [uid for uid, _flags in await stack.store.list_uid_flags(inbox.id)]
+        assert len(uids) == 1
+
+
 async def test_stls_and_plaintext_refusal(stack_factory: StackFactory) -> None:
     with trio.fail_after(60):
         stack = await stack_factory(services=("pop3",))

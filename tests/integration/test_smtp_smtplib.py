@@ -459,6 +459,38 @@ async def test_over_quota_recipient_gets_452_others_delivered(stack_factory: Sta
         assert len(await messages_of(stack, "bob@example.test")) == 2
 
 
+async def test_over_quota_permanent_per_config(stack_factory: StackFactory) -> None:
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("smtp",), smtp={"over_quota": "permanent"})
+        await stack.store.set_quota("alice@example.test", None, 1)
+        host, port = stack.addr("smtp")
+
+        def send(recipients: list[str]) -> dict[str, tuple[int, bytes]]:
+            with smtplib.SMTP(host, port, timeout=30) as client:
+                return client.sendmail("a@r.example", recipients, MESSAGE)
+
+        assert await in_thread(send, ["alice@example.test"]) == {}
+        refused = await in_thread(send, ["alice@example.test", "bob@example.test"])
+        # RFC 3463 5.2.2: a permanent refusal, for the full mailbox only.
+        assert refused["alice@example.test"][0] == 552
+        assert refused["alice@example.test"][1].startswith(b"5.2.2")
+        assert len(await messages_of(stack, "alice@example.test")) == 1
+        assert len(await messages_of(stack, "bob@example.test")) == 1
+        # Bob is under quota at RCPT, but the message itself does not fit:
+        # refused at the end of DATA, permanently as he is its one recipient.
+        bob = await stack.store.get_account("bob@example.test")
+        assert bob is not None
+        used = (await stack.store.quota_usage(bob.id)).bytes_used
+        await stack.store.set_quota("bob@example.test", used + 1, None)
+        try:
+            await in_thread(send, ["bob@example.test"])
+        except smtplib.SMTPDataError as exc:
+            assert exc.smtp_code == 552 and exc.smtp_error.startswith(b"5.2.2")
+        else:
+            raise AssertionError("delivered over quota")
+        assert len(await messages_of(stack, "bob@example.test")) == 1
+
+
 async def test_postmaster_without_domain_is_accepted(stack_factory: StackFactory) -> None:
     with trio.fail_after(60):
         stack = await stack_factory(services=("smtp",))

@@ -9,19 +9,24 @@ from contextlib import contextmanager
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 PG_URL = os.environ.get("MAILSTACK_TEST_PG_URL", "")
 
 
 @contextmanager
-def fresh_schema(prefix: str = "test") -> Iterator[str]:
-    """A URL whose connections use a new, empty schema; dropped afterwards."""
+def fresh_schema(prefix: str = "test", base_url: str = "") -> Iterator[str]:
+    """A URL whose connections use a new, empty schema of ``base_url``
+    (default MAILSTACK_TEST_PG_URL); dropped afterwards."""
     schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    base_url = base_url or PG_URL
+    # NullPool: a fresh connection each time, so a test that restarts the
+    # server does not leave the DROP below a dead pooled connection.
+    admin = sqlalchemy.create_engine(base_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
         try:
             yield url.render_as_string(hide_password=False)
         finally:

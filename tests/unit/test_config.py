@@ -157,6 +157,7 @@ def test_values_are_converted(tmp_path: Path) -> None:
         ("hostname = 'two words'\n", "hostname", "not a host name"),
         ("[logging]\nlevel = 'loud'\n", "logging.level", "must be one of"),
         ("[smtp]\nmax_recipients = 0\n", "smtp.max_recipients", "at least 1"),
+        ("[submission]\nover_quota = 'bounce'\n", "submission.over_quota", "must be one of"),
         ("[database]\npool_size = 0\n", "database.pool_size", "at least 1"),
         ("[auth]\nargon2_time_cost = 0\n", "auth.argon2_time_cost", "at least 1"),
         ("[auth]\nargon2_memory_kib = 16\n", "auth.argon2_memory_kib", "8 * argon2_parallelism"),

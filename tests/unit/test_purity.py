@@ -31,6 +31,12 @@ PURE_NAMES = (
     "sequence.py",
     "search.py",
     "bodystructure.py",
+    "sort.py",
+    "thread.py",
+    "base_subject.py",
+    "collation.py",
+    "sort_keys.py",
+    "modseq.py",
 )
 
 

@@ -247,6 +247,12 @@ EXAMPLES: list[c.Command] = [
     c.Fetch(False, SequenceSet(((1, 1),)), ()),
     c.Store(False, SequenceSet(((1, 1),)), "add", False, ()),
     c.Copy(False, SequenceSet(((1, 1),)), "x", False),
+    c.Sort(False, (("DATE", False),), c.SearchKey("ALL"), "UTF-8"),
+    c.Thread(False, "REFERENCES", c.SearchKey("ALL"), "UTF-8"),
+    c.GetQuota(""),
+    c.GetQuotaRoot("INBOX"),
+    c.SetQuota("", ()),
+    c.Compress("DEFLATE"),
 ]
 
 

@@ -538,6 +538,14 @@ def test_timed_out() -> None:
     assert core.next_event() == CloseConnection()
 
 
+def test_shutting_down_closes_without_update() -> None:
+    core = Pop3Protocol(TLS, greeting="x")
+    core.data_to_send()
+    core.shutting_down()
+    assert core.data_to_send() == b"-ERR [SYS/TEMP] server shutting down, try again later\r\n"
+    assert core.next_event() == CloseConnection()
+
+
 def test_answer_without_pending_event_is_an_adapter_bug() -> None:
     core = Pop3Protocol(TLS, greeting="x")
     with pytest.raises(RuntimeError):
