@@ -190,6 +190,8 @@ class Pop3Config:
     # RFC 2449 4: commands up to 255 octets; we allow some slack for AUTH.
     max_line_bytes: int = 1024
     max_commands: int = 10_000
+    # Bad commands (unknown, misplaced, over-long) before -ERR and close (0: unlimited).
+    max_bad_commands: int = 20
     max_connections: int = 1000
     max_connections_per_ip: int = 20
     # RFC 1939 3: autologout timer of at least 10 minutes.

@@ -197,3 +197,18 @@ async def test_account_limit_zero_means_unlimited(stack_factory: StackFactory) -
     )
     _, port = stack.addr("imap")
     await imap_login_works(port, "127.0.0.1", "alice@example.test", "alice-password")
+
+
+async def test_pop3_bad_command_flood_ends_the_session(
+    stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "mailstack")
+    stack = await stack_factory(services=["pop3"], pop3={"max_bad_commands": 3})
+    _, port = stack.addr("pop3")
+    with trio.fail_after(10):
+        flood = await connect(port)
+        await flood.send_all(b"BOGUS\r\n" * 100)
+        received = await read_until(flood, b"too many bad commands")
+        assert received.count(b"-ERR unknown command") == 3
+        assert await flood.receive_some(1024) == b""  # closed
+    assert "max_bad_commands" in caplog.text
