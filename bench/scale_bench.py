@@ -212,11 +212,13 @@ def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, obje
             ports[words[1]] = int(words[2].rsplit(":", 1)[1])
         time.sleep(1)
         before = imap_bench.rss_kib([server.pid])
+        pss_before = pss_kib([server.pid])
         started = time.perf_counter()
         generators.start("imap", ports["imap"], args.imap, args.per_process)
         generators.wait_ready(600)
         imap_open = time.perf_counter() - started
         after_imap = imap_bench.rss_kib([server.pid])
+        pss_after_imap = pss_kib([server.pid])
         generators.start("smtp", ports["smtp"], args.smtp, args.per_process)
         generators.wait_ready(600)
         time.sleep(1)
@@ -231,6 +233,7 @@ def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, obje
             "rss_with_imap_kib": after_imap,
             "rss_with_all_kib": after_all,
             "kib_per_idle_imap": round((after_imap - before) / max(args.imap, 1), 1),
+            "pss_kib_per_idle_imap": round((pss_after_imap - pss_before) / max(args.imap, 1), 1),
             "new_imap_client_seconds": round(imap_seconds, 3),
             "new_smtp_client_seconds": round(smtp_seconds, 3),
             "server_open_files_limit": soft_limit,
@@ -248,17 +251,57 @@ def open_files_limit(pid: int) -> int:
     return 0
 
 
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size: shared pages split between the processes that
+    map them, so a per-process server is not charged its libraries N times."""
+    total = 0
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
 def bench_dovecot(directory: Path, connections: int) -> dict[str, object]:
+    """Dovecot's RSS and PSS growth for ``connections`` IDLE sessions
+    (bench/imap_bench.py's private instance and idle clients)."""
     dovecot = imap_bench.Dovecot(directory, imap_bench.free_port())
     dovecot.prepare(1, connections)
     dovecot.start()
     assert dovecot.process is not None
     imap_bench.DOVECOT_MASTER[:] = [dovecot.process.pid]
     try:
-        figures = trio.run(imap_bench.measure_idle, "127.0.0.1", dovecot.port, connections, None)
+        pids = imap_bench.dovecot_pids()
+        rss_before, pss_before = imap_bench.rss_kib(pids), pss_kib(pids)
+        idlers = subprocess.Popen(
+            [
+                sys.executable,
+                imap_bench.__file__,
+                "--idlers",
+                f"127.0.0.1:{dovecot.port}:{connections}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert idlers.stdout is not None and idlers.stdin is not None
+        if b"ready" not in idlers.stdout.readline():
+            raise RuntimeError("Dovecot idle clients failed")
+        time.sleep(1)
+        pids = imap_bench.dovecot_pids()
+        rss_after, pss_after = imap_bench.rss_kib(pids), pss_kib(pids)
+        idlers.stdin.close()
+        idlers.wait(timeout=120)
     finally:
         dovecot.stop()
-    return figures
+    return {
+        "connections": connections,
+        "rss_kib_per_connection": round((rss_after - rss_before) / connections, 1),
+        "pss_kib_per_connection": round((pss_after - pss_before) / connections, 1),
+    }
 
 
 def main(args: argparse.Namespace) -> None:
