@@ -85,7 +85,7 @@ def run_hypothesis(name: str, target: Counted, runs: int, seconds: int) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from tests.fuzz.test_parsers import shaped
+    from fuzz.inputs import shaped
 
     deadline = time.monotonic() + seconds
     strategies = (st.binary(max_size=4096), shaped(name))

@@ -15,23 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.inputs import shaped
 from fuzz.targets import TARGETS
-from tests.fuzz.words import VOCABULARY
 
 CORPUS = Path(__file__).resolve().parents[2] / "fuzz" / "corpus"
 # Five targets x two strategies x EXAMPLES inputs stay well under 30 s on CI.
 EXAMPLES = 300
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def shaped(name: str) -> st.SearchStrategy[bytes]:
-    """A control byte, then lines of protocol words and random arguments."""
-    word = st.sampled_from(VOCABULARY[name])
-    junk = st.binary(max_size=12)
-    line = st.lists(st.one_of(word, word, junk), min_size=1, max_size=6).map(b" ".join)
-    ending = st.sampled_from([b"\r\n", b"\n", b"\r\n", b"\0"])
-    body = st.lists(st.tuples(line, ending).map(b"".join), max_size=12).map(b"".join)
-    return st.tuples(st.binary(min_size=1, max_size=1), body).map(b"".join)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

@@ -19,8 +19,6 @@ import trio
 
 from tests.integration.conftest import StackFactory
 
-pytestmark = pytest.mark.usefixtures("caplog")
-
 # The well-behaved client must be answered within this (the brief's 1 s).
 SERVED_WITHIN = 1.0
 

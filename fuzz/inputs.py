@@ -1,6 +1,11 @@
-"""Protocol vocabulary for command-shaped fuzz inputs (tests and fuzz/ seeds)."""
+"""Command-shaped fuzz inputs: each protocol's words with random arguments.
+
+Used by the CI property tests (tests/fuzz) and by ``fuzz/run.py --hypothesis``.
+"""
 
 from __future__ import annotations
+
+from hypothesis import strategies as st
 
 SMTP = [
     b"EHLO",
@@ -120,3 +125,14 @@ MIME = [
     b"\xff\xfe\r\n",
 ]
 VOCABULARY = {"smtp": SMTP, "imap": IMAP, "pop3": POP3, "sasl": SASL, "mime": MIME}
+
+
+def shaped(name: str) -> st.SearchStrategy[bytes]:
+    """A control byte (see targets._chunks), then lines of protocol words and
+    random arguments, ended by CRLF, bare LF or NUL."""
+    word = st.sampled_from(VOCABULARY[name])
+    junk = st.binary(max_size=12)
+    line = st.lists(st.one_of(word, word, junk), min_size=1, max_size=6).map(b" ".join)
+    ending = st.sampled_from([b"\r\n", b"\n", b"\r\n", b"\0"])
+    body = st.lists(st.tuples(line, ending).map(b"".join), max_size=12).map(b"".join)
+    return st.tuples(st.binary(min_size=1, max_size=1), body).map(b"".join)
