@@ -295,7 +295,7 @@ def port_problems(config: Config, services: Sequence[str]) -> list[Problem]:
     problems = []
     seen: dict[Endpoint, str] = {}
     for name in services:
-        section = getattr(config, name)
+        section = getattr(config, name, None)  # the queue has no listeners
         for key in ("listen", "tls_listen"):
             for endpoint in getattr(section, key, ()):
                 subject = f"{name}.{key}"

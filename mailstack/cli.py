@@ -14,6 +14,7 @@ import getpass
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -241,6 +242,71 @@ def cmd_alias_list(config: Config, args: argparse.Namespace) -> None:
 def cmd_alias_del(config: Config, args: argparse.Namespace) -> None:
     _run_store(config, lambda store: store.delete_alias(args.alias))
     print(f"deleted alias {args.alias}")
+
+
+# -- queue (outbound delivery) -----------------------------------------------------
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_queue_list(config: Config, args: argparse.Namespace) -> None:
+    messages = _run_store(config, lambda store: store.list_queue())
+    if not messages:
+        print("the queue is empty")
+        return
+    now = datetime.now(UTC)
+    waiting = 0
+    for message in messages:
+        sender = f"<{message.sender}>"
+        print(
+            f"{message.id}  queued {_when(message.created_at)}  {message.size} bytes  from {sender}"
+        )
+        for r in message.recipients:
+            if r.state.value != "queued":
+                print(f"    <{r.address}>  {r.state.value}: {r.last_result}")
+                continue
+            waiting += 1
+            if r.leased_until is not None and r.leased_until > now:
+                status = "being delivered"
+            elif r.next_attempt_at <= now:
+                status = "due now"
+            else:
+                status = f"next attempt {_when(r.next_attempt_at)}"
+            last = f", last: {r.last_result}" if r.last_result else ""
+            print(f"    <{r.address}>  {status}, {_count(r.attempts, 'attempt')}{last}")
+    print(f"{_count(len(messages), 'message')}, {_count(waiting, 'recipient')} waiting")
+
+
+def cmd_queue_retry(config: Config, args: argparse.Namespace) -> None:
+    count = _run_store(config, lambda store: store.retry_queue(args.id))
+    which = f"message {args.id}" if args.id is not None else "the queue"
+    print(f"{which}: {_count(count, 'recipient')} due now (a running queue service picks them up)")
+
+
+def cmd_queue_delete(config: Config, args: argparse.Namespace) -> None:
+    waiting = _run_store(config, lambda store: store.delete_queued(args.id))
+    print(f"deleted message {args.id} from the queue ({_count(waiting, 'recipient')} waiting)")
+
+
+def _add_queue_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    queue = commands.add_parser("queue", help="the outbound queue").add_subparsers(
+        dest="queue_command", required=True, metavar="COMMAND"
+    )
+    queue.add_parser("list", help="queued messages and their recipients").set_defaults(
+        func=cmd_queue_list
+    )
+    p = queue.add_parser("retry", help="try waiting recipients now (of ID, or all)")
+    p.add_argument("id", nargs="?", type=_non_negative, metavar="ID")
+    p.set_defaults(func=cmd_queue_retry)
+    p = queue.add_parser("delete", help="drop a queued message without notifying anyone")
+    p.add_argument("id", type=_non_negative, metavar="ID")
+    p.set_defaults(func=cmd_queue_delete)
 
 
 # -- serve / dev ---------------------------------------------------------------
@@ -520,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="./mailstack-data", help="default: ./mailstack-data")
     p.add_argument("--domain", default="example.test", help="demo domain (default: example.test)")
     p.set_defaults(func=cmd_dev)
+
+    _add_queue_commands(commands)
 
     # import / export live with their code (imported here: they use CliError).
     from mailstack.transfer.cli import add_commands as add_transfer_commands

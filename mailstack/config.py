@@ -132,6 +132,8 @@ class SmtpConfig:
     data_timeout_seconds: float = 600.0
     # Submission only: allow AUTH without TLS when the client is on loopback.
     allow_plaintext_auth_on_loopback: bool = False
+    # RFC 5321 6.3: refuse a message with more Received fields (a mail loop).
+    max_hops: int = 100
     # MX only (ignored on submission): SPF (RFC 7208), DKIM (RFC 6376) and
     # DMARC (RFC 7489) checks of inbound mail, reported in an
     # Authentication-Results header (RFC 8601) on every delivered message.
@@ -219,6 +221,51 @@ class DnsConfig:
     timeout_seconds: float = 5.0
 
 
+SMARTHOST_TLS = ("starttls", "implicit")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    # The queue: submission queues mail for other domains (instead of
+    # refusing it) and `mailstack serve` runs the "queue" service that
+    # delivers it.  Off by default: a test mail system never relays out.
+    enabled: bool = False
+    # Port of the remote MX hosts (RFC 5321: 25; tests use an ephemeral port).
+    port: int = 25
+    # "host:port" of a relay that takes all outgoing mail instead of MX lookups.
+    smarthost: str = ""
+    smarthost_tls: str = "starttls"  # or "implicit" (RFC 8314); verified either way
+    smarthost_username: str = ""
+    # File holding the smarthost password (first line), readable by mailstack only.
+    smarthost_password_file: str = ""
+    # Domains whose MX hosts must offer STARTTLS with a certificate that
+    # verifies; elsewhere TLS is opportunistic (RFC 3207) and a certificate
+    # that does not verify is logged, not fatal.
+    require_tls_domains: tuple[str, ...] = ()
+    # Extra CA certificates (PEM) trusted for remote servers; empty: the system's.
+    tls_ca_file: str = ""
+    # Deliveries (connections) in flight per queue process.
+    max_connections: int = 20
+    connect_timeout_seconds: float = 30.0
+    # RFC 5321 4.5.3.2: at least 5 minutes per command, 10 for the end of DATA.
+    command_timeout_seconds: float = 300.0
+    data_timeout_seconds: float = 600.0
+    # Retries: first after retry_initial_seconds, doubling up to retry_max_seconds.
+    retry_initial_seconds: float = 300.0
+    retry_max_seconds: float = 14400.0
+    # A message still undelivered after this long is returned to its sender.
+    max_age_seconds: float = 5 * 86400.0
+    # Warn the sender once (a "delayed" DSN) after this long; 0: never.
+    delay_warning_seconds: float = 0.0
+    # How often a queue process looks for due deliveries (others' new mail).
+    poll_seconds: float = 10.0
+    # A claimed delivery is reserved this long, renewed while it runs; a
+    # process that died releases its deliveries when the lease runs out.
+    lease_seconds: float = 120.0
+    # RFC 5321 6.3: a message with more Received fields is a loop.
+    max_hops: int = 100
+
+
 @dataclass(frozen=True, slots=True)
 class DkimKey:
     """One ``[[dkim.keys]]`` table: a private key signing for ``domain`` under
@@ -261,6 +308,7 @@ SECTIONS: dict[str, type] = {
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
     "dns": DnsConfig,
+    "outbound": OutboundConfig,
     "dkim": DkimConfig,
     "service": ServiceConfig,
     "logging": LoggingConfig,
@@ -280,6 +328,7 @@ class Config:
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -415,7 +464,49 @@ def _validate(config: Config) -> None:
     if config.dns.timeout_seconds <= 0:
         raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
     _validate_auth(config.auth, source)
+    _validate_outbound(config.outbound, source)
     _validate_mail_authentication(config, source)
+
+
+def _validate_outbound(outbound: OutboundConfig, source: str) -> None:
+    if not 0 < outbound.port <= 65535:
+        raise ConfigError(source, "outbound.port", "must be between 1 and 65535")
+    if outbound.smarthost:
+        try:
+            Endpoint.parse(outbound.smarthost)
+        except ValueError as exc:
+            raise ConfigError(source, "outbound.smarthost", str(exc)) from None
+    if outbound.smarthost_tls not in SMARTHOST_TLS:
+        raise ConfigError(
+            source, "outbound.smarthost_tls", f"must be one of {', '.join(SMARTHOST_TLS)}"
+        )
+    if bool(outbound.smarthost_username) != bool(outbound.smarthost_password_file):
+        raise ConfigError(
+            source,
+            "outbound",
+            "smarthost_username and smarthost_password_file must be given together",
+        )
+    for key in ("smarthost_password_file", "tls_ca_file"):
+        path = getattr(outbound, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(source, f"outbound.{key}", f"file not readable: {path}")
+    for key in ("max_connections", "max_hops"):
+        if getattr(outbound, key) < 1:
+            raise ConfigError(source, f"outbound.{key}", "must be at least 1")
+    for key in (
+        "connect_timeout_seconds",
+        "command_timeout_seconds",
+        "data_timeout_seconds",
+        "retry_initial_seconds",
+        "poll_seconds",
+        "lease_seconds",
+    ):
+        if getattr(outbound, key) <= 0:
+            raise ConfigError(source, f"outbound.{key}", "must be greater than 0")
+    if outbound.retry_max_seconds < outbound.retry_initial_seconds:
+        raise ConfigError(
+            source, "outbound.retry_max_seconds", "must not be less than retry_initial_seconds"
+        )
 
 
 def _validate_auth(auth: AuthConfig, source: str) -> None:

@@ -47,6 +47,8 @@ SERVICES: dict[str, str] = {
     "imap": "mailstack.imap.server:serve",
     "pop3": "mailstack.pop3.server:serve",
     "websocket": "mailstack.websocket.server:serve",
+    # No listeners: delivers the outbound queue when [outbound] enabled.
+    "queue": "mailstack.smtp.outbound:serve",
 }
 
 ServeFunction = Callable[..., Awaitable[None]]
@@ -120,7 +122,10 @@ class ServiceUnavailable(ConfigError):
 
 
 def is_configured(config: Config, name: str) -> bool:
-    """A service runs only when its section lists at least one address."""
+    """A service runs only when its section lists at least one address (the
+    queue, which listens nowhere: when ``[outbound] enabled``)."""
+    if name == "queue":
+        return config.outbound.enabled
     section = getattr(config, name)
     return bool(getattr(section, "listen", ()) or getattr(section, "tls_listen", ()))
 
@@ -164,6 +169,8 @@ def select_services(config: Config, names: Sequence[str]) -> list[tuple[str, Ser
         chosen = []
         for name in dict.fromkeys(names):
             serve = load_service(name)
+            if name == "queue" and not config.outbound.enabled:
+                raise ConfigError(config.source, "outbound.enabled", "the queue is not enabled")
             if not is_configured(config, name):
                 raise ConfigError(
                     config.source, f"{name}.listen", "no listen or tls_listen address configured"

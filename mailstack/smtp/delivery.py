@@ -1,9 +1,12 @@
-"""Local delivery for the SMTP listeners: recipient and sender policy, trace
-headers, and the durable hand-over to the store.
+"""Delivery for the SMTP listeners: recipient and sender policy, trace
+headers, the hop limit, and the durable hand-over to the store.
 
 The policy answers the core's CheckSender/CheckRecipient events; ``deliver``
-answers MessageReceived and returns only after ``Store.deliver`` committed
-(group commit), so the core's 250 always means "on disk".
+answers MessageReceived and returns only after the store committed (group
+commit), so the core's 250 always means "on disk".  On submission with
+``[outbound] enabled``, recipients of other domains are accepted with no
+local targets and :func:`hand_over` queues them in the same commit as the
+local copies.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from mailstack.smtp.protocol import MessageReceived, Session
 from mailstack.smtp.replies import Reply
 from mailstack.store.records import (
     AccountRecord,
+    Outgoing,
     OverQuota,
     StoreError,
     TemporaryFailure,
@@ -202,6 +206,11 @@ def _has_field(header_block: bytes, name: bytes) -> bool:
     return re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", header_block) is not None
 
 
+def hop_count(content: bytes) -> int:
+    """RFC 5321 6.3: the number of Received fields, to stop mail loops."""
+    return len(re.findall(rb"(?im)^Received[ \t]*:", _header_block(content)))
+
+
 def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:
     """RFC 6409 8.3: Message-ID and Date added when the client left them out."""
     block = _header_block(content)
@@ -213,6 +222,55 @@ def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:
     return added
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submitted message at the point it is handed over: the bytes as
+    they will leave (trace and RFC 6409 fields added, no Return-Path), the
+    local accounts that get a copy and the remote recipients to queue."""
+
+    sender: str
+    raw: bytes
+    local_targets: tuple[int, ...]
+    remote_recipients: tuple[str, ...]
+    smtputf8: bool
+    eight_bit: bool
+
+
+def needs_smtputf8(
+    mail_smtputf8: bool, sender: str, recipients: tuple[str, ...], raw: bytes
+) -> bool:
+    """RFC 6531: the next hop must offer SMTPUTF8 only when an address or
+    the header really is UTF-8, not merely because the client asked."""
+    if not mail_smtputf8:
+        return False
+    addresses = (sender, *recipients)
+    return not all(a.isascii() for a in addresses) or not _header_block(raw).isascii()
+
+
+async def hand_over(store: Store, submitted: Submitted, *, now: datetime) -> None:
+    """The one point where submission commits a message: local copies and
+    the outbound queue entry in one durable commit (what the 250 after DATA
+    promises).  ``submitted.raw`` is final here: DKIM signing happened
+    before (mailauth.prepare), so local copies and the queued copy carry the
+    same signature.  Raises the store's errors."""
+    return_path = b"Return-Path: <" + submitted.sender.encode("utf-8") + b">\r\n"
+    outgoing = None
+    if submitted.remote_recipients:
+        outgoing = Outgoing(
+            sender=submitted.sender,
+            recipients=submitted.remote_recipients,
+            smtputf8=submitted.smtputf8,
+            eight_bit=submitted.eight_bit,
+        )
+    await store.submit(
+        submitted.local_targets,
+        return_path + submitted.raw,
+        outgoing,
+        queued_raw=submitted.raw,
+        internal_date=now,
+    )
+
+
 async def deliver(
     store: Store,
     session: Session,
@@ -221,9 +279,11 @@ async def deliver(
     *,
     hostname: str,
     submission: bool,
+    max_hops: int,
     full_reply: Reply = replies.MAILBOX_FULL,
 ) -> Reply:
-    """Store one copy per final mailbox; the reply for the end of DATA/BDAT.
+    """Store one copy per final mailbox (and, on submission, queue the
+    remote recipients); the reply for the end of DATA/BDAT.
 
     Store.deliver is all-or-nothing, so an over-quota mailbox fails the whole
     message with 452 4.2.2 (RFC 5321 4.2.5): nobody has a copy, the client
@@ -232,14 +292,33 @@ async def deliver(
     mailbox is the message's one destination: the reply covers every
     recipient, and the others must not bounce.
     """
+    if hop_count(event.content) > max_hops:
+        return replies.TOO_MANY_HOPS  # RFC 5321 6.3: a loop
     now = datetime.now(UTC)
-    targets = sorted({t for recipient in event.recipients for t in recipient.targets})
-    trace = b"Return-Path: <" + event.mail.sender.encode("utf-8") + b">\r\n"
-    trace += received_header(session, connection, event, hostname=hostname, now=now)
+    targets = tuple(sorted({t for recipient in event.recipients for t in recipient.targets}))
+    trace = received_header(session, connection, event, hostname=hostname, now=now)
     if submission:
         trace += submission_fields(event.content, hostname=hostname, now=now)
+    raw = trace + event.content
     try:
-        await store.deliver(targets, trace + event.content, internal_date=now)
+        if submission:
+            remote = tuple(r.address for r in event.recipients if not r.targets)
+            await hand_over(
+                store,
+                Submitted(
+                    sender=event.mail.sender,
+                    raw=raw,
+                    local_targets=targets,
+                    remote_recipients=remote,
+                    smtputf8=needs_smtputf8(event.mail.smtputf8, event.mail.sender, remote, raw),
+                    # What the bytes are, not what BODY= claimed (RFC 6152).
+                    eight_bit=not raw.isascii(),
+                ),
+                now=now,
+            )
+        else:
+            return_path = b"Return-Path: <" + event.mail.sender.encode("utf-8") + b">\r\n"
+            await store.deliver(targets, return_path + raw, internal_date=now)
     except OverQuota:
         return full_reply if len(targets) == 1 else replies.MAILBOX_FULL
     except TooBig:

@@ -176,7 +176,12 @@ class SmtpSession:
         if isinstance(event, CheckSender):
             core.answer(await self._check_sender(event))
         elif isinstance(event, CheckRecipient):
-            remote = replies.RELAY_NOT_CONFIGURED if self._submission else replies.RELAY_DENIED
+            remote = replies.RELAY_DENIED
+            if self._submission:
+                # With the queue on, other domains are accepted and queued
+                # (delivery.hand_over); without it mail never leaves.
+                queueing = self._ctx.config.outbound.enabled
+                remote = replies.RECIPIENT_OK if queueing else replies.RELAY_NOT_CONFIGURED
             decision = await delivery.check_recipient(
                 self._ctx.store,
                 event.address,
@@ -253,6 +258,7 @@ class SmtpSession:
                 prepared,
                 hostname=self._hostname,
                 submission=self._submission,
+                max_hops=self._config.max_hops,
                 full_reply=self._full_reply,
             )
         if reply.positive:

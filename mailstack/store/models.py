@@ -194,3 +194,48 @@ class ChangeLog(Base):
     flags: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QueuedMessage(Base):
+    """A message waiting for delivery to other domains (the outbound queue).
+
+    Its own copy of the bytes: mailbox contents are removed with their last
+    message, the queue's with the last recipient that is done."""
+
+    __tablename__ = "queue_messages"
+    __table_args__ = NO_ID_REUSE
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(320))  # "" = null reverse-path (a DSN)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # What the envelope needs from the next hop (RFC 6531, RFC 6152).
+    smtputf8: Mapped[bool] = mapped_column(Boolean)
+    eight_bit: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QueuedRecipient(Base):
+    """Per-recipient delivery state: a recipient is delivered at most once
+    because its result is committed right after the remote's reply, and only
+    the holder of an unexpired lease may deliver it."""
+
+    __tablename__ = "queue_recipients"
+    __table_args__ = (
+        Index("ix_queue_recipients_state_next_attempt_at", "state", "next_attempt_at"),
+        NO_ID_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("queue_messages.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(255))  # lower case: one connection per domain
+    state: Mapped[str] = mapped_column(String(16))  # "queued", "delivered", "failed"
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_result: Mapped[str] = mapped_column(Text)
+    warned: Mapped[bool] = mapped_column(Boolean)

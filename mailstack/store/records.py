@@ -158,3 +158,70 @@ class QuotaUsage:
     messages_used: int
     quota_bytes: int | None
     quota_messages: int | None
+
+
+# -- the outbound queue (see store/queue.py) ----------------------------------
+
+
+class RecipientState(enum.Enum):
+    QUEUED = "queued"  # waiting for (or in) a delivery attempt
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanently; the sender was told
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to put in the outbound queue."""
+
+    sender: str  # "" = null reverse-path
+    recipients: tuple[str, ...]
+    smtputf8: bool = False
+    eight_bit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipientRecord:
+    id: int
+    address: str
+    domain: str
+    state: RecipientState
+    attempts: int
+    next_attempt_at: datetime
+    leased_until: datetime | None
+    last_result: str
+    warned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessageRecord:
+    """A queued message without its bytes (Store.read_queued_content)."""
+
+    id: int
+    sender: str
+    size: int
+    smtputf8: bool
+    eight_bit: bool
+    created_at: datetime
+    recipients: tuple[QueuedRecipientRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    """Recipients of one message at one domain, leased to one worker:
+    what one SMTP connection carries."""
+
+    message: QueuedMessageRecord  # recipients: only the leased ones
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    """What a delivery attempt decided for one leased recipient.
+
+    ``state`` QUEUED means try again at ``next_attempt_at``."""
+
+    recipient_id: int
+    state: RecipientState
+    result: str  # the remote's reply or our reason, for `queue list` and logs
+    next_attempt_at: datetime | None = None
+    warned: bool = False

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import trio
@@ -33,7 +33,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import Config
-from mailstack.store import bulk_reads, imap_reads, imports, maildrop_locks, names, resync
+from mailstack.store import (
+    bulk_reads,
+    imap_reads,
+    imports,
+    maildrop_locks,
+    names,
+    queue,
+    resync,
+)
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
 from mailstack.store.migrate import current_revision_of, head_revision
@@ -43,11 +51,15 @@ from mailstack.store.records import (
     AliasRecord,
     AlreadyExists,
     Change,
+    DeliveryJob,
     DomainRecord,
     InvalidName,
     MailboxRecord,
     MessageRecord,
+    Outgoing,
+    QueuedMessageRecord,
     QuotaUsage,
+    RecipientOutcome,
     SchemaOutOfDate,
     StoredMessage,
     StoreError,
@@ -96,6 +108,9 @@ class Store:
             self._limiter = trio.CapacityLimiter(max(1, total - 1))
         else:
             self._limiter = trio.CapacityLimiter(SQLITE_READ_THREADS)
+        # Woken by this process's own enqueues so its queue worker starts at
+        # once; other processes' mail is found by polling.
+        self._queue_kick = trio.Event()
         if postgresql:
             # Other hosts' commits arrive by NOTIFY; the poll is a safety net.
             self._watcher = ChangeWatcher(
@@ -459,6 +474,111 @@ class Store:
         """Take an imported folder's UIDVALIDITY, if the mailbox never held a
         message and no other mailbox has that value; True if it now has it."""
         return await self._write(imports.adopt_uidvalidity, mailbox_id, uidvalidity)
+
+    # -- the outbound queue (see queue.py) -------------------------------------
+    async def submit(
+        self,
+        account_ids: Iterable[int],
+        raw: bytes,
+        outgoing: Outgoing | None,
+        *,
+        queued_raw: bytes | None = None,
+        internal_date: datetime | None = None,
+    ) -> list[StoredMessage]:
+        """Submission: ``raw`` in each local account's INBOX and, for the
+        other recipients, ``queued_raw`` (default ``raw``) in the outbound
+        queue, in one durable (group) commit.  Raises OverQuota / TooBig
+        like :meth:`deliver`."""
+        if len(raw) > self._config.smtp.max_message_bytes:
+            raise TooBig(f"message is larger than {self._config.smtp.max_message_bytes} bytes")
+        ids = list(account_ids)
+        when = internal_date or datetime.now(UTC)
+        queued = raw if queued_raw is None else queued_raw
+
+        def prepare() -> Callable[[Session], list[StoredMessage]]:
+            analysis = mime.analyze(raw)
+            return lambda session: queue.submit(session, ids, raw, analysis, outgoing, queued, when)
+
+        stored = await self._write_prepared(prepare, inserts_only=True)
+        if outgoing is not None and outgoing.recipients:
+            self._kick_queue()
+        return stored
+
+    async def enqueue(self, outgoing: Outgoing, raw: bytes) -> int:
+        """Queue a message for delivery; returns its queue id."""
+        message_id = await self._write(queue.enqueue, outgoing, raw, datetime.now(UTC))
+        self._kick_queue()
+        return message_id
+
+    def _kick_queue(self) -> None:
+        self._queue_kick.set()
+        self._queue_kick = trio.Event()
+
+    async def queue_kicked(self) -> None:
+        """Return once this process queues something (or a retry is asked)."""
+        await self._queue_kick.wait()
+
+    async def claim_deliveries(
+        self, owner: str, *, lease_seconds: float, limit: int
+    ) -> list[DeliveryJob]:
+        """Lease up to ``limit`` due (message, domain) jobs for ``owner``."""
+        return await self._write(queue.claim, owner, datetime.now(UTC), lease_seconds, limit)
+
+    async def renew_lease(self, owner: str, recipient_ids: Sequence[int], seconds: float) -> int:
+        until = datetime.now(UTC) + timedelta(seconds=seconds)
+        return await self._write(queue.renew, owner, tuple(recipient_ids), until)
+
+    async def read_queued_content(self, message_id: int) -> bytes:
+        return await self._read(queue.read_content, message_id)
+
+    async def record_outcomes(
+        self,
+        owner: str,
+        outcomes: Sequence[RecipientOutcome],
+        notices: Sequence[tuple[Outgoing, bytes]] = (),
+    ) -> int:
+        """Durably record delivery results of recipients ``owner`` still
+        leases, queueing ``notices`` (DSNs) in the same commit."""
+        written = await self._write(
+            queue.record, owner, tuple(outcomes), tuple(notices), datetime.now(UTC)
+        )
+        if notices:
+            self._kick_queue()
+        return written
+
+    async def deliver_queued_locally(
+        self, owner: str, recipient_ids: Sequence[int], account_ids: Sequence[int], raw: bytes
+    ) -> bool:
+        """Store a queued message in local INBOXes and mark its recipients
+        delivered, in one commit; False if the lease was lost.  Raises
+        OverQuota (the recipients stay queued)."""
+        when = datetime.now(UTC)
+        ids, targets = tuple(recipient_ids), tuple(account_ids)
+
+        def prepare() -> Callable[[Session], bool]:
+            analysis = mime.analyze(raw)
+            return lambda session: queue.deliver_locally(
+                session, owner, ids, targets, raw, analysis, when
+            )
+
+        return await self._write_prepared(prepare)
+
+    async def list_queue(self) -> list[QueuedMessageRecord]:
+        return await self._read(queue.list_queue)
+
+    async def retry_queue(self, message_id: int | None = None) -> int:
+        """Make waiting recipients (of one message, or all) due now;
+        raises NotFound for an unknown id.  Returns how many."""
+        count = await self._write(queue.retry, message_id, datetime.now(UTC))
+        self._kick_queue()
+        return count
+
+    async def delete_queued(self, message_id: int) -> int:
+        """Drop a queued message (no notification); raises NotFound."""
+        return await self._write(queue.delete_message, message_id)
+
+    async def next_queue_due(self) -> datetime | None:
+        return await self._read(queue.next_due)
 
     # -- CONDSTORE / QRESYNC (added by the condstore work; see resync.py) ---
     async def resync_snapshot(self, mailbox_id: int, since: int) -> resync.ResyncSnapshot | None:

@@ -518,3 +518,35 @@ def test_dev_prints_settings_and_keeps_the_password(tmp_path: Path) -> None:
     password_hash = stored_hash(config, "demo@example.test")
     assert password_hash is not None
     assert PasswordHasher(config.auth).verify(password_hash, password)
+
+
+# -- the outbound queue --------------------------------------------------------------
+
+
+def test_queue_list_retry_delete(db: Path) -> None:
+    from mailstack.store.records import Outgoing
+
+    assert assert_ok(mailstack_cmd("queue", "list", config=db)) == "the queue is empty\n"
+
+    async def enqueue() -> int:
+        store = await Store.open(load_config(db))
+        try:
+            return await store.enqueue(
+                Outgoing("alice@example.test", ("bob@remote.test",)), b"Subject: q\r\n\r\nx\r\n"
+            )
+        finally:
+            await store.aclose()
+
+    message_id = trio.run(enqueue)
+    listed = assert_ok(mailstack_cmd("queue", "list", config=db)).splitlines()
+    assert listed[0].startswith(f"{message_id}  queued ")
+    assert listed[0].endswith("bytes  from <alice@example.test>")
+    assert listed[1] == "    <bob@remote.test>  due now, 0 attempts"
+    assert listed[2] == "1 message, 1 recipient waiting"
+    # Already due: nothing to move; an unknown id is one clear line.
+    assert "0 recipients due now" in assert_ok(mailstack_cmd("queue", "retry", config=db))
+    assert_fails(mailstack_cmd("queue", "retry", "999", config=db), 1, "no queued message 999")
+    out = assert_ok(mailstack_cmd("queue", "delete", str(message_id), config=db))
+    assert out == f"deleted message {message_id} from the queue (1 recipient waiting)\n"
+    assert_fails(mailstack_cmd("queue", "delete", str(message_id), config=db), 1, "no queued")
+    assert_fails(mailstack_cmd("serve", "queue", config=db), 2, "outbound.enabled")

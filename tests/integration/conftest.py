@@ -114,6 +114,8 @@ def base_config(directory: Path, services: Sequence[str]) -> Config:
     )
     sections: dict[str, Any] = {}
     for name in services:
+        if name not in SECTIONS:
+            continue  # a service without listeners ("queue": [outbound] enabled)
         tls_listen = LOOPBACK if name in IMPLICIT_TLS else ()
         section = SECTIONS[name]()
         if tls_listen:

@@ -164,6 +164,18 @@ def test_values_are_converted(tmp_path: Path) -> None:
         ("[auth]\nmax_concurrent_hashes = 0\n", "auth.max_concurrent_hashes", "at least 1"),
         ("[auth]\nlockout_failures = 2\n", "auth.lockout_failures", "more than free_failures"),
         ("[auth]\nthrottle_max_entries = 0\n", "auth.throttle_max_entries", "at least 1"),
+        ("[outbound]\nport = 0\n", "outbound.port", "between 1 and 65535"),
+        ("[outbound]\nsmarthost = 'relay'\n", "outbound.smarthost", "is not host:port"),
+        ("[outbound]\nsmarthost_tls = 'tls'\n", "outbound.smarthost_tls", "must be one of"),
+        ("[outbound]\nsmarthost_username = 'u'\n", "outbound", "given together"),
+        ("[outbound]\ntls_ca_file = '/nonexistent'\n", "outbound.tls_ca_file", "not readable"),
+        ("[outbound]\nlease_seconds = 0\n", "outbound.lease_seconds", "greater than 0"),
+        ("[outbound]\nmax_hops = 0\n", "outbound.max_hops", "at least 1"),
+        (
+            "[outbound]\nretry_initial_seconds = 60\nretry_max_seconds = 10\n",
+            "outbound.retry_max_seconds",
+            "not be less than",
+        ),
     ],
 )
 def test_error_names_key_and_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:

@@ -31,6 +31,8 @@ PURE_NAMES = (
     "sequence.py",
     "search.py",
     "bodystructure.py",
+    "client_protocol.py",
+    "dsn.py",
     "sort.py",
     "thread.py",
     "base_subject.py",

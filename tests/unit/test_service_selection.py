@@ -5,11 +5,28 @@ from __future__ import annotations
 import pytest
 
 from mailstack import service
-from mailstack.config import Config, ConfigError, Endpoint, ImapConfig, SmtpConfig
+from mailstack.config import (
+    Config,
+    ConfigError,
+    Endpoint,
+    ImapConfig,
+    OutboundConfig,
+    SmtpConfig,
+)
 
 
 def test_registry_names_match_the_public_contract() -> None:
-    assert set(service.SERVICES) == {"smtp", "submission", "imap", "pop3", "websocket"}
+    # DESIGN.md "Commands": serve takes smtp, submission, imap, pop3, websocket, queue.
+    assert set(service.SERVICES) == {"smtp", "submission", "imap", "pop3", "websocket", "queue"}
+
+
+def test_queue_runs_when_outbound_is_enabled() -> None:
+    assert not service.is_configured(Config(), "queue")
+    enabled = Config(outbound=OutboundConfig(enabled=True))
+    assert service.is_configured(enabled, "queue")
+    assert [name for name, _ in service.select_services(enabled, [])] == ["queue"]
+    with pytest.raises(ConfigError, match=r"outbound\.enabled: the queue is not enabled"):
+        service.select_services(Config(), ["queue"])
 
 
 def test_configured_means_an_address_is_listed() -> None:
