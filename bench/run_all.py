@@ -91,7 +91,7 @@ def print_table(results: list[tuple[str, list[dict], str]]) -> None:
     lines = [("bench", "metric", "mailstack", "peers (mailstack's advantage: >1x is better)")]
     for name, rows, status in results:
         if not rows:
-            lines.append((name, status, "", ""))
+            lines.append((name, "(no figures)", "", status))
             continue
         for row in rows:
             peers = ", ".join(

@@ -32,6 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imap_bench
+import rows
 
 USER = "user@scale.test"
 PASSWORD = "scale-password"
@@ -186,7 +187,7 @@ def new_client_seconds(imap_port: int, smtp_port: int) -> tuple[float, float]:
     return imap_seconds, time.perf_counter() - started
 
 
-def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, object]:
+def bench_mailstack(directory: Path, args: argparse.Namespace) -> dict[str, float]:
     directory.mkdir(parents=True)
     config = directory / "mailstack.toml"
     config.write_text(
@@ -318,27 +319,32 @@ def main(args: argparse.Namespace) -> None:
             print(f"dovecot: {json.dumps(results['dovecot'])}", flush=True)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    rows = [
-        {
-            "bench": "scale",
-            "metric": "KiB per idle IMAP connection",
-            "mailstack": figures["kib_per_idle_imap"],
-            "peer": "dovecot",
-            "peer_value": (results.get("dovecot") or {}).get("kib_per_connection"),  # type: ignore[attr-defined]
-        },
-        {
-            "bench": "scale",
-            "metric": f"new IMAP client served (s) with {args.imap} IDLE + {args.smtp} SMTP held",
-            "mailstack": figures["new_imap_client_seconds"],
-        },
-        {
-            "bench": "scale",
-            "metric": "new SMTP delivery (s) under the same load",
-            "mailstack": figures["new_smtp_client_seconds"],
-        },
-    ]
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    dovecot = results.get("dovecot")
+    peer = {"dovecot": dovecot.get("pss_kib_per_connection")} if isinstance(dovecot, dict) else {}
+    rows.write(
+        args.json,
+        [
+            rows.row(
+                "scale",
+                f"KiB (PSS) per idle IMAP connection ({args.imap} held)",
+                figures["pss_kib_per_idle_imap"],
+                peer,
+                better="lower",
+            ),
+            rows.row(
+                "scale",
+                f"s to serve a new IMAP client, {args.imap} IDLE + {args.smtp} SMTP held",
+                figures["new_imap_client_seconds"],
+                better="lower",
+            ),
+            rows.row(
+                "scale",
+                "s for a new SMTP delivery under the same load",
+                figures["new_smtp_client_seconds"],
+                better="lower",
+            ),
+        ],
+    )
     print(json.dumps(results, indent=2))
 
 
