@@ -56,6 +56,8 @@ _APPENDUID = re.compile(rb"APPENDUID (\d+) (\d+)")
 # so sockets normally fail at once with a reset).
 CLIENT_TIMEOUT = 10.0
 START_TIMEOUT = 30.0
+# Share of the kills that hit the server while it starts up, before it listens.
+EARLY_KILLS = 0.15
 
 CONFIG = """\
 hostname = "crash.test"
@@ -175,14 +177,18 @@ class Server:
             timeout=60,
         )
 
-    def start(self) -> None:
+    def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mailstack", "--config", str(self.config_path), "serve"],
                 stdout=subprocess.PIPE,
                 stderr=log,
             )
-        assert self.process.stdout is not None
+
+    def start(self) -> None:
+        """Spawn and wait until every listener is bound."""
+        self.spawn()
+        assert self.process is not None and self.process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
         pending = b""
         self.ports = {}
@@ -510,6 +516,7 @@ PLAN: list[tuple[str, Callable[[Worker], None]]] = [
 class Report:
     seed: int
     kills: int
+    early_kills: int  # of those, during start-up
     acked: int
     acked_verified: int
     deletions_verified: int
@@ -521,7 +528,8 @@ class Report:
 
     def summary(self) -> str:
         return (
-            f"crash harness seed={self.seed}: {self.kills} SIGKILLs, {self.operations} client"
+            f"crash harness seed={self.seed}: {self.kills} SIGKILLs ({self.early_kills} during"
+            f" start-up), {self.operations} client"
             f" operations, {self.acked} acknowledged copies ({self.acked_verified} verified"
             f" byte for byte), {self.deletions_verified} acknowledged deletions verified,"
             f" {self.messages_in_store} messages in the store, refusals {self.refusals},"
@@ -564,13 +572,24 @@ def run_campaign(
                 number = next(token_counter)
             yield f"s{seed}-{number}"
 
-    operations = 0
+    operations = early_kills = 0
     verdict = Verdict([], 0, 0, 0)
     cycle = 0
     for cycle in range(1, kills + 1):
-        t0 = time.monotonic()
+        if rng.random() < EARLY_KILLS:
+            # Killed while starting up (opening and recovering the database).
+            server.spawn()
+            time.sleep(rng.uniform(0.0, 0.6))
+            server.kill()
+            early_kills += 1
+            verdict = verify(workdir / "data" / "mailstack.db", ledger)
+            log(f"cycle {cycle}: killed during start-up, {len(verdict.problems)} problems")
+            if verdict.problems:
+                break
+            continue
+        started_at = time.monotonic()
         server.start()
-        t_start = time.monotonic() - t0
+        start_seconds = time.monotonic() - started_at
         stop = threading.Event()
         workers: list[tuple[Worker, Callable[[], None]]] = []
         for name, body in PLAN:
@@ -582,16 +601,14 @@ def run_campaign(
         time.sleep(rng.uniform(min_run, max_run))
         server.kill()
         stop.set()
-        t1 = time.monotonic()
         for thread in threads:
             thread.join(CLIENT_TIMEOUT * 2)
-        t_join = time.monotonic() - t1
         operations += sum(w.operations for w, _ in workers)
         verdict = verify(workdir / "data" / "mailstack.db", ledger)
         log(
             f"cycle {cycle}: {operations} operations, {len(ledger.acked)} acknowledged,"
             f" {verdict.messages} stored, {len(verdict.problems)} problems"
-            f" (start {t_start:.2f} s, join {t_join:.2f} s)"
+            f" (server ready after {start_seconds:.2f} s)"
         )
         if verdict.problems:
             break
@@ -603,6 +620,7 @@ def run_campaign(
     return Report(
         seed=seed,
         kills=cycle,
+        early_kills=early_kills,
         acked=len(ledger.acked),
         acked_verified=verdict.acked_verified,
         deletions_verified=verdict.deletions_verified,
