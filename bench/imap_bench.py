@@ -684,6 +684,20 @@ def result_rows(results: dict[str, object]) -> list[rows.Row]:
                 )
             )
             continue
+        if key == "resync":
+            for metric, label in (("octets", "octets"), ("ms_median", "ms (median)")):
+                table.append(
+                    rows.row(
+                        "imap",
+                        f"QRESYNC resync after 10 changes, {label}",
+                        figures[metric],
+                        {"dovecot": peer.get(metric)} if peer else {},
+                        better="lower",
+                    )
+                )
+            continue
+        if not key.startswith("clients_"):
+            continue
         for phase in PHASES:
             metric = f"{phase}_per_s"
             table.append(
