@@ -75,6 +75,22 @@ async def test_slowloris_holds_only_its_own_slots(stack_factory: StackFactory) -
             await stream.aclose()
 
 
+async def test_endless_line_is_refused_at_the_limit(stack_factory: StackFactory) -> None:
+    # Memory bound for a slowloris that never ends its line: the server keeps
+    # at most max_line_bytes of it, refuses the command and reads on.
+    stack = await stack_factory(
+        services=["imap"], imap={"allow_plaintext_login": True, "max_line_bytes": 1024}
+    )
+    _, port = stack.addr("imap")
+    with trio.fail_after(10):
+        stream = await connect(port)
+        await read_until(stream, b"\r\n")
+        await stream.send_all(b"a1 NOOP " + b"x" * 100_000)
+        assert b"BAD Command line too long" in await read_until(stream, b"too long")
+        await stream.send_all(b"\r\na2 NOOP\r\n")
+        assert b"a2 OK" in await read_until(stream, b"a2 ")
+
+
 async def test_client_that_never_reads_is_cut_off(
     stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
