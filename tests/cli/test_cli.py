@@ -6,12 +6,14 @@ import argparse
 import imaplib
 import os
 import pty
+import queue
 import select
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -481,17 +483,27 @@ def run_dev_until_banner(
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     ) as proc:
-        assert proc.stdout is not None
-        banner = []
-        for line in proc.stdout:
-            banner.append(line)
-            if "Ctrl-C" in line:
-                break
         try:
-            then("".join(banner))
-        finally:
-            proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=60)
+            assert proc.stdout is not None
+            # A thread reads the banner so that the wait for it is bounded.
+            stdout = proc.stdout
+            lines: queue.Queue[str] = queue.Queue()
+            banner: list[str] = []
+            deadline = time.monotonic() + 60
+            while not banner or "Ctrl-C" not in banner[-1]:
+                threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                assert line, "mailstack dev exited before printing its banner"
+                banner.append(line)
+            try:
+                then("".join(banner))
+            finally:
+                proc.send_signal(signal.SIGINT)
+            rest, err = proc.communicate(timeout=60)
+        except BaseException:
+            # Never leave a server behind (nor hang in Popen.__exit__'s wait).
+            proc.kill()
+            raise
     return "".join(banner) + rest, err, proc.returncode
 
 
