@@ -8,7 +8,8 @@ points to:
 - each certificate (``[tls]``, ``[websocket]``) parses, matches its key, names
   ``hostname`` and is not expired or expiring within :data:`CERT_MIN_DAYS`;
 - ``data_dir`` exists and a file can be created in it;
-- the database is reachable and at the latest migration;
+- the database is reachable and at the latest migration, and in capture
+  mode every capture account exists;
 - every listen address of the services to run can be bound now.
 
 Nothing is created or changed: a missing SQLite file is reported, not made.
@@ -209,11 +210,20 @@ def _missing_sqlite_file(url: str) -> Path | None:
     return Path(path)
 
 
-async def _open_and_close(config: Config) -> None:
+async def _missing_capture_accounts(config: Config) -> list[str]:
+    """Opens the store (raising its StoreError) and names the capture
+    accounts that do not exist (the SMTP services would refuse to start)."""
+    from mailstack.capture.routing import CaptureRouter
     from mailstack.store.store import Store
 
     store = await Store.open(config)
-    await store.aclose()
+    try:
+        if not config.capture.enabled:
+            return []
+        accounts = CaptureRouter(config.capture).accounts
+        return [address for address in accounts if await store.get_account(address) is None]
+    finally:
+        await store.aclose()
 
 
 def database_problems(config: Config) -> list[Problem]:
@@ -227,10 +237,16 @@ def database_problems(config: Config) -> list[Problem]:
             )
         ]
     try:
-        trio.run(_open_and_close, config)
+        missing_accounts = trio.run(_missing_capture_accounts, config)
     except StoreError as exc:
         return [Problem("database", str(exc))]
-    return []
+    return [
+        Problem(
+            "capture",
+            f"capture account {address} does not exist: `mailstack user add {address}`",
+        )
+        for address in missing_accounts
+    ]
 
 
 # -- services and ports ------------------------------------------------------

@@ -15,6 +15,7 @@ import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -24,6 +25,7 @@ from mailstack import __version__
 from mailstack.auth.passwords import PasswordHasher
 from mailstack.auth.sasl import MAX_FIELD_OCTETS
 from mailstack.config import (
+    CaptureConfig,
     Config,
     ConfigError,
     Endpoint,
@@ -335,6 +337,41 @@ def cmd_check(config: Config, args: argparse.Namespace) -> None:
     print(f"ok: ready to serve ({config.source or 'built-in defaults'})")
 
 
+def cmd_watch(config: Config, args: argparse.Namespace) -> None:
+    import ssl
+
+    from mailstack.websocket import client
+
+    url = args.url or client.default_url(config)
+    if sys.stdin is None:
+        raise CliError("no password given: stdin is closed")
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.address}: ")
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    context = None
+    if url.startswith("wss:"):
+        context = ssl.create_default_context(cafile=args.cafile)
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        trio.run(
+            partial(
+                client.watch,
+                url,
+                args.address,
+                password,
+                ssl_context=context,
+                show=show,
+                raw_json=args.json,
+            )
+        )
+    except client.WatchError as exc:
+        raise CliError(str(exc)) from None
+
+
 # `mailstack dev`: unprivileged ports on loopback (DESIGN.md "Install and run").
 DEV_HOST = "127.0.0.1"
 DEV_PORTS = {
@@ -344,13 +381,16 @@ DEV_PORTS = {
     "pop3": (2110, 2995),
 }
 DEV_WEBSOCKET_PORT = 8025
+DEV_FAULT_DELAY_SECONDS = 30.0
 DEMO_USER = "demo"
 DEMO_PASSWORD_FILE = "demo-password"
 
 
-def dev_config(data_dir: Path) -> Config:
+def dev_config(data_dir: Path, *, capture_account: str = "") -> Config:
     """The zero-config demo: defaults plus loopback listeners where plaintext
-    login is allowed (on 127.0.0.1 nothing crosses a network)."""
+    login is allowed (on 127.0.0.1 nothing crosses a network).
+    ``capture_account``: run as a test mail server (``dev --capture``) that
+    catches everything in that account, with fault injection on."""
 
     def endpoints(port: int | None) -> tuple[Endpoint, ...]:
         return () if port is None else (Endpoint(DEV_HOST, port),)
@@ -379,6 +419,12 @@ def dev_config(data_dir: Path) -> Config:
             listen=endpoints(pop3_plain), tls_listen=endpoints(pop3_tls), allow_plaintext_login=True
         ),
         websocket=WebsocketConfig(listen=endpoints(DEV_WEBSOCKET_PORT)),
+        capture=CaptureConfig(
+            enabled=bool(capture_account),
+            account=capture_account,
+            fault_injection=bool(capture_account),
+            fault_delay_seconds=DEV_FAULT_DELAY_SECONDS,
+        ),
         source="mailstack dev",
     )
 
@@ -442,14 +488,28 @@ def _dev_banner(config: Config, address: str, password: str, cert_file: Path) ->
             "              your mail client, or test with `openssl s_client -connect",
             f"              {DEV_HOST}:{DEV_PORTS['imap'][1]} -CAfile {cert_file.resolve()}`",
             "  plaintext login is allowed on these loopback ports; press Ctrl-C to stop.",
+            *_capture_banner(config),
         ]
     )
+
+
+def _capture_banner(config: Config) -> list[str]:
+    if not config.capture.enabled:
+        return []
+    return [
+        "capture mode: SMTP and submission accept mail for any address at any domain",
+        f"  (no login needed) and store it in {config.capture.account}; nothing is relayed.",
+        "  Fault injection: tempfail+x@, permfail+x@, slow+x@, disconnect+x@ (at RCPT),",
+        "  tempfail-data+x@ etc. (at the end of DATA); "
+        f"slow+ stalls {DEV_FAULT_DELAY_SECONDS:.0f} s.",
+    ]
 
 
 def cmd_dev(config: Config, args: argparse.Namespace) -> None:
     from mailstack.tls import ensure_dev_certificate
 
-    config = dev_config(Path(args.data_dir))
+    capture_account = f"{DEMO_USER}@{args.domain}" if args.capture else ""
+    config = dev_config(Path(args.data_dir), capture_account=capture_account)
     setup_logging(config.logging)
     check_data_dir(config)
     password = _demo_password(config.data_path)
@@ -575,6 +635,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = commands.add_parser(
+        "watch",
+        help="print each new message of an account as it arrives (WebSocket API)",
+        description=(
+            "Connect to the WebSocket API as ADDRESS and print a line per new message. "
+            "The password is read from stdin when it is not a terminal, else prompted."
+        ),
+    )
+    p.add_argument("address", metavar="ADDRESS", help="the account to watch")
+    p.add_argument(
+        "--url", help="ws:// or wss:// URL (default: the first [websocket] listen address)"
+    )
+    p.add_argument("--cafile", help="CA certificate to trust for wss:// (default: the system's)")
+    p.add_argument("--json", action="store_true", help="print every event as JSON")
+    p.set_defaults(func=cmd_watch)
+
+    p = commands.add_parser(
         "dev",
         help="zero-config demo on 127.0.0.1",
         description=(
@@ -585,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default="./mailstack-data", help="default: ./mailstack-data")
     p.add_argument("--domain", default="example.test", help="demo domain (default: example.test)")
+    p.add_argument(
+        "--capture",
+        action="store_true",
+        help="test mail server: accept mail for every address, keep it all in the demo "
+        "account, relay nothing; fault injection on",
+    )
     p.set_defaults(func=cmd_dev)
 
     _add_queue_commands(commands)

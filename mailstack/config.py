@@ -76,6 +76,10 @@ class DatabaseConfig:
     # PostgreSQL: how long opening a connection may take before the request
     # fails with a temporary error (libpq connect_timeout, whole seconds).
     connect_timeout_seconds: float = 10.0
+    # SQLite: how often each process looks at the database files (a stat, no
+    # query) for commits made by other processes (IMAP IDLE, POP3, WebSocket
+    # events); local commits are seen at once.
+    change_check_seconds: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,44 @@ class WebsocketConfig:
     # When both are set the listener serves wss:// with this certificate.
     cert_file: str = ""
     key_file: str = ""
+    max_connections: int = 1000
+    max_connections_per_ip: int = 200
+    # The HTTP upgrade request must arrive (and pass Basic auth) within this.
+    handshake_timeout_seconds: float = 10.0
+    # Largest JSON request a client may send (the connection closes with 1009).
+    max_request_bytes: int = 65536
+    # Most summaries one `messages`/`search` answer carries.
+    max_page_size: int = 500
+    # Longest `wait` a client may ask for, and how many may run per connection.
+    max_wait_seconds: float = 600.0
+    max_waits_per_connection: int = 16
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureInbox:
+    """One isolated capture account and the recipients it catches."""
+
+    account: str = ""
+    # Recipient domains ("team-a.example") or whole addresses ("ci@x.example").
+    catch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureConfig:
+    # Test mail server mode: smtp and submission accept every recipient at
+    # every domain, store each message in a capture account, relay nothing.
+    enabled: bool = False
+    # Default capture account: mail that matches no [[capture.inboxes]] entry.
+    account: str = ""
+    inboxes: tuple[CaptureInbox, ...] = ()
+    # tempfail+/permfail+/slow+/disconnect+ recipient local parts (README).
+    fault_injection: bool = False
+    # How long slow+ stalls before answering.
+    fault_delay_seconds: float = 60.0
+    # Retention per capture account INBOX (0 = no limit); the oldest go first.
+    max_messages: int = 10_000
+    max_age_seconds: float = 7 * 24 * 3600.0
+    retention_interval_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +349,7 @@ SECTIONS: dict[str, type] = {
     "imap": ImapConfig,
     "pop3": Pop3Config,
     "websocket": WebsocketConfig,
+    "capture": CaptureConfig,
     "dns": DnsConfig,
     "outbound": OutboundConfig,
     "dkim": DkimConfig,
@@ -327,6 +370,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     websocket: WebsocketConfig = field(default_factory=WebsocketConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
@@ -463,9 +507,59 @@ def _validate(config: Config) -> None:
             ) from None
     if config.dns.timeout_seconds <= 0:
         raise ConfigError(source, "dns.timeout_seconds", "must be greater than 0")
+    if not 0.001 <= config.database.change_check_seconds <= 60:
+        raise ConfigError(source, "database.change_check_seconds", "must be 0.001 to 60")
     _validate_auth(config.auth, source)
     _validate_outbound(config.outbound, source)
     _validate_mail_authentication(config, source)
+    _validate_websocket(config.websocket, source)
+    _validate_capture(config.capture, source)
+    if config.capture.enabled and config.outbound.enabled:
+        # Capture mode's promise is that nothing ever leaves the host.
+        raise ConfigError(
+            source, "capture.enabled", "capture mode relays nothing: set outbound.enabled = false"
+        )
+
+
+def _validate_websocket(ws: WebsocketConfig, source: str) -> None:
+    for key, least in (
+        ("max_page_size", 1),
+        ("max_waits_per_connection", 1),
+        ("max_request_bytes", 1024),
+        ("handshake_timeout_seconds", 1),
+    ):
+        if getattr(ws, key) < least:
+            raise ConfigError(source, f"websocket.{key}", f"must be at least {least}")
+
+
+def _is_address(text: str) -> bool:
+    local, at, domain = text.rpartition("@")
+    return bool(at and local and domain) and not any(c.isspace() for c in text)
+
+
+def _validate_capture(capture: CaptureConfig, source: str) -> None:
+    if capture.enabled and not capture.account:
+        raise ConfigError(source, "capture.account", "required when capture.enabled is true")
+    if capture.account and not _is_address(capture.account):
+        raise ConfigError(source, "capture.account", f"not an address: {capture.account!r}")
+    if capture.retention_interval_seconds < 1:
+        raise ConfigError(source, "capture.retention_interval_seconds", "must be at least 1")
+    if capture.fault_injection and not capture.enabled:
+        raise ConfigError(source, "capture.fault_injection", "needs capture.enabled = true")
+    caught: set[str] = set()
+    for index, inbox in enumerate(capture.inboxes):
+        key = f"capture.inboxes[{index}]"
+        if not _is_address(inbox.account):
+            raise ConfigError(source, f"{key}.account", f"not an address: {inbox.account!r}")
+        if not inbox.catch:
+            raise ConfigError(source, f"{key}.catch", "list at least one domain or address")
+        for pattern in inbox.catch:
+            text = pattern.lower().lstrip("@")
+            if not text or any(c.isspace() for c in text) or text.count("@") > 1:
+                raise ConfigError(source, f"{key}.catch", f"not a domain or address: {pattern!r}")
+            if text in caught:
+                raise ConfigError(source, f"{key}.catch", f"{pattern!r} is caught twice")
+            caught.add(text)
 
 
 def _validate_outbound(outbound: OutboundConfig, source: str) -> None:

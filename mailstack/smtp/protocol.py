@@ -11,6 +11,8 @@ that the adapter must answer before the core reads further:
 - :class:`StartTls` -> ``tls_started()`` once the handshake is done
 - :class:`MessageReceived` -> ``accept(reply)`` or ``reject(reply)`` (state
   PAUSED until then, so 250 is only sent after the adapter stored it)
+- :class:`Stall` (fault injection, faults.py) -> ``stall_over()`` after
+  waiting that long
 - :class:`CloseConnection` -> close the stream (returned again on every call)
 
 Because nothing further is parsed while an event is unanswered, replies to
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailstack.auth import sasl
-from mailstack.smtp import commands, replies
+from mailstack.smtp import commands, faults, replies
 from mailstack.smtp.commands import CommandError
 from mailstack.smtp.data import DataDecoder, Problem
 from mailstack.smtp.replies import Reply
@@ -60,6 +62,10 @@ class Settings:
     tls_available: bool  # STARTTLS can be offered
     tls_active: bool  # implicit TLS
     plaintext_auth_allowed: bool = False  # AUTH without TLS (loopback, by config)
+    auth_optional: bool = False  # submission in capture mode: AUTH offered, not required
+    # Capture mode's tempfail+/permfail+/slow+/disconnect+ recipients (faults.py).
+    fault_injection: bool = False
+    fault_delay_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -122,9 +128,24 @@ class CloseConnection:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Injected delay (``slow+``): wait ``seconds``, then call ``stall_over()``."""
+
+    seconds: float
+
+
 _SaslStep = Callable[[sasl.SaslExchange], sasl.SaslResult]
 
-Event = CheckSender | CheckRecipient | Authenticate | StartTls | MessageReceived | CloseConnection
+Event = (
+    CheckSender
+    | CheckRecipient
+    | Authenticate
+    | StartTls
+    | MessageReceived
+    | CloseConnection
+    | Stall
+)
 
 
 class SmtpProtocol:
@@ -144,6 +165,10 @@ class SmtpProtocol:
         self._bdat_remaining = 0
         self._bdat_last = False
         self._bdat_refusal: Reply | None = None
+        # The event a slow+ stall holds back, raised by next_event() once
+        # stall_over() was called.
+        self._after_stall: Event | None = None
+        self._stalled = False
         self._mail_line = commands.COMMAND_LINE + commands.MAIL_LINE_EXTRA
         if settings.submission:
             self._mail_line += commands.AUTH_PARAM_EXTRA
@@ -168,6 +193,10 @@ class SmtpProtocol:
             return self._closed
         if self._pending is not None:
             raise ProtocolError(f"{type(self._pending).__name__} not answered")
+        if self._after_stall is not None and not self._stalled:
+            event, self._after_stall = self._after_stall, None
+            self._pause(event)
+            return event
         while self._closed is None and self._pending is None:
             if not self._step():
                 break
@@ -216,6 +245,12 @@ class SmtpProtocol:
     def reject(self, reply: Reply) -> None:
         self._take(MessageReceived)
         self._end_transaction(reply)
+
+    def stall_over(self) -> None:
+        """The injected delay passed: the next ``next_event()`` returns the
+        event the stall held back."""
+        self._take(Stall)
+        self._stalled = False
 
     def timed_out(self) -> None:
         """RFC 5321 4.5.3.2: the adapter's timer expired."""
@@ -402,7 +437,11 @@ class SmtpProtocol:
             self._reply(replies.SEND_HELLO_FIRST)
         elif self.envelope.mail is not None:
             self._reply(replies.NESTED_MAIL)
-        elif self.settings.submission and self.session.user is None:
+        elif (
+            self.settings.submission
+            and self.session.user is None
+            and not self.settings.auth_optional
+        ):
             self._reply(replies.AUTH_REQUIRED)
         elif command.size is not None and command.size > self.settings.max_message_bytes:
             self._reply(replies.SIZE_EXCEEDED)  # RFC 1870 6.1
@@ -420,7 +459,12 @@ class SmtpProtocol:
         elif len(self.envelope.recipients) >= self.settings.max_recipients:
             self._reply(replies.TOO_MANY_RECIPIENTS)  # RFC 5321 4.5.3.1.8
         else:
-            self._pause(CheckRecipient(command.recipient))
+            fault = faults.rcpt_fault(command.recipient) if self.settings.fault_injection else None
+            check = CheckRecipient(command.recipient)
+            if fault is None:
+                self._pause(check)
+            else:
+                self._inject(fault, check)
 
     def _transaction_refusal(self) -> Reply | None:
         if self.session.helo is None:
@@ -470,9 +514,29 @@ class SmtpProtocol:
     def _message(self, content: bytes, *, chunked: bool) -> None:
         mail = self.envelope.mail
         assert mail is not None
-        self._pause(
-            MessageReceived(mail, tuple(self.envelope.recipients), content, chunked=chunked)
-        )
+        event = MessageReceived(mail, tuple(self.envelope.recipients), content, chunked=chunked)
+        fault = None
+        if self.settings.fault_injection:
+            fault = faults.data_fault(r.address for r in event.recipients)
+        if fault is None:
+            self._pause(event)
+        else:
+            self._inject(fault, event)
+
+    def _inject(self, fault: faults.Fault, event: Event) -> None:
+        """Apply an injected fault instead of (or, for slow+, before) ``event``."""
+        if fault.kind is faults.Kind.DISCONNECT:
+            self._close(None, f"fault injection: disconnect at {fault.stage.value}")
+        elif fault.kind is faults.Kind.SLOW:
+            self._after_stall = event
+            self._stalled = True
+            self._pause(Stall(self.settings.fault_delay_seconds))
+        elif fault.stage is faults.Stage.RCPT:
+            assert fault.reply is not None
+            self._reply(fault.reply)
+        else:
+            assert fault.reply is not None
+            self._end_transaction(fault.reply)
 
     def _bdat(self, command: commands.Bdat) -> None:
         # RFC 3030 2: the chunk is read even when the command is refused.

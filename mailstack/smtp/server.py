@@ -16,6 +16,7 @@ from functools import partial
 import trio
 
 from mailstack import net
+from mailstack.capture.delivery import Capture
 from mailstack.config import SmtpConfig
 from mailstack.logs import session_logger
 from mailstack.service import ServiceContext
@@ -30,6 +31,7 @@ from mailstack.smtp.protocol import (
     MessageReceived,
     Settings,
     SmtpProtocol,
+    Stall,
     StartTls,
     State,
 )
@@ -62,9 +64,14 @@ class SmtpSession:
         submission: bool,
         recipients: delivery.RecipientCache,
         mailauth: MailAuthentication,
+        capture: Capture | None = None,
     ) -> None:
         self._ctx = ctx
         self._mailauth = mailauth
+        # Capture mode (test mail server): recipients and messages go to
+        # capture accounts instead of local delivery; nothing is relayed.
+        self._capture = capture
+        capture_config = ctx.config.capture
         self._recipients = recipients
         self._config = config
         self._stream = stream
@@ -94,6 +101,9 @@ class SmtpSession:
                 plaintext_auth_allowed=(
                     submission and config.allow_plaintext_auth_on_loopback and _is_loopback(peer.ip)
                 ),
+                auth_optional=capture is not None,
+                fault_injection=capture is not None and capture_config.fault_injection,
+                fault_delay_seconds=capture_config.fault_delay_seconds,
             )
         )
 
@@ -175,6 +185,9 @@ class SmtpSession:
         core = self._core
         if isinstance(event, CheckSender):
             core.answer(await self._check_sender(event))
+        elif isinstance(event, CheckRecipient) and self._capture is not None:
+            decision = self._capture.check_recipient(event.address)
+            core.answer(decision.reply, targets=decision.targets)
         elif isinstance(event, CheckRecipient):
             remote = replies.RELAY_DENIED
             if self._submission:
@@ -198,10 +211,13 @@ class SmtpSession:
             return await self._start_tls(event)
         elif isinstance(event, MessageReceived):
             await self._deliver(event)
+        elif isinstance(event, Stall):
+            await trio.sleep(event.seconds)
+            core.stall_over()
         return True
 
     async def _check_sender(self, event: CheckSender) -> replies.Reply:
-        if not self._submission:
+        if not self._submission or self._capture is not None:
             return replies.SENDER_OK
         assert self._account_id is not None  # the core requires AUTH before MAIL
         return await delivery.check_sender(self._ctx.store, self._account_id, event.mail.sender)
@@ -246,10 +262,19 @@ class SmtpSession:
     async def _deliver(self, event: MessageReceived) -> None:
         version, cipher = self._tls()
         connection = delivery.Connection(self._peer.session_id, self._peer.ip, version, cipher)
-        # DKIM signing (submission) or SPF/DKIM/DMARC checks (MX) first.
-        prepared = await self._mailauth.prepare(self._core.session, self._peer.ip, event)
+        # DKIM signing (submission) or SPF/DKIM/DMARC checks (MX) first; in
+        # capture mode the message is kept as the application sent it.
+        prepared = (
+            event
+            if self._capture is not None
+            else await self._mailauth.prepare(self._core.session, self._peer.ip, event)
+        )
         if isinstance(prepared, replies.Reply):
             reply = prepared
+        elif self._capture is not None:
+            reply = await self._capture.deliver(
+                self._core.session, connection, prepared, submission=self._submission
+            )
         else:
             reply = await delivery.deliver(
                 self._ctx.store,
@@ -293,6 +318,7 @@ async def _serve(
     recipients = delivery.RecipientCache()
     mailauth = MailAuthentication(ctx.config, submission=submission)
     sessions: set[SmtpSession] = set()
+    capture = await Capture.open(ctx.config, ctx.store) if ctx.config.capture.enabled else None
 
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
@@ -303,6 +329,7 @@ async def _serve(
             submission=submission,
             recipients=recipients,
             mailauth=mailauth,
+            capture=capture,
         )
         sessions.add(session)
         try:
@@ -319,6 +346,8 @@ async def _serve(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stop_idle_sessions)
+        if capture is not None:
+            nursery.start_soon(partial(capture.retention.run, until=ctx.shutdown.event))
         bound: list[net.Bound] = await nursery.start(
             partial(
                 net.serve_plain_and_tls,

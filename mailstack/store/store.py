@@ -24,6 +24,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import trio
@@ -41,6 +42,8 @@ from mailstack.store import (
     names,
     queue,
     resync,
+    retention,
+    websocket_reads,
 )
 from mailstack.store import engine as engines
 from mailstack.store import transactions as tx
@@ -66,6 +69,7 @@ from mailstack.store.records import (
     TemporaryFailure,
     TooBig,
 )
+from mailstack.store.sqlite_changes import SqliteFileWatch
 from mailstack.store.watcher import ChangeWatcher
 from mailstack.store.writer import GroupCommitWriter, Work
 
@@ -122,7 +126,21 @@ class Store:
                 ).run,
             )
         else:
-            self._watcher = ChangeWatcher(self._changes_batch, self._last_change_id)
+            # Other processes' commits are seen by watching the database
+            # files (sqlite_changes.py); the poll is a safety net.
+            database = engine.url.database
+            watch = None
+            if database and database != ":memory:":
+                watch = SqliteFileWatch(
+                    Path(database),
+                    config.database.change_check_seconds,
+                    active=lambda: self._watcher.has_subscribers,
+                )
+            self._watcher = ChangeWatcher(
+                self._changes_batch,
+                self._last_change_id,
+                notifications=None if watch is None else watch.run,
+            )
         self._writer = GroupCommitWriter(
             self._writes,
             max_batch=config.database.max_batch,
@@ -433,6 +451,21 @@ class Store:
     async def list_uid_flags(self, mailbox_id: int) -> list[tuple[int, frozenset[str]]]:
         """(UID, flags) of every message, ordered by UID: what SELECT keeps."""
         return await self._read(imap_reads.uid_flags, mailbox_id)
+
+    # -- WebSocket API and capture retention (added by the WebSocket work) ---
+    async def list_messages_page(
+        self, mailbox_id: int, *, after_uid: int, limit: int
+    ) -> list[MessageRecord]:
+        """At most ``limit`` messages with uid > after_uid, ordered by UID."""
+        return await self._read(websocket_reads.messages_page, mailbox_id, after_uid, limit)
+
+    async def prune_mailbox(
+        self, mailbox_id: int, *, keep: int | None, older_than: datetime | None
+    ) -> list[int]:
+        """Retention: expunge the oldest messages beyond the newest ``keep``
+        and those received before ``older_than``, in one transaction (the
+        change log records each expunge); returns their UIDs."""
+        return await self._write(retention.prune_mailbox, mailbox_id, keep, older_than)
 
     # -- bulk import (added by the import/export work; see imports.py) -------
     async def append_many(

@@ -5,10 +5,12 @@ indexed primary-key range query) whenever it is kicked, and at the latest
 every ``poll_seconds``.  After a local commit the writer calls
 :meth:`ChangeWatcher.kick`, so subscribers in the same process hear of it at
 once (within ``COALESCE_SECONDS`` under a stream of commits).  Commits made
-by other processes or hosts are found by the poll: on SQLite every
-``POLL_SECONDS``; on PostgreSQL a LISTEN connection (``notifications``, see
-notifications.py) kicks the watcher when any host commits, and the poll is
-only a slow safety net (``[database] safety_poll_seconds``).
+by other processes or hosts wake it through ``notifications``: on SQLite a
+look at the database files every ``[database] change_check_seconds``
+(sqlite_changes.py), with the poll every ``POLL_SECONDS`` as a safety net;
+on PostgreSQL a LISTEN connection (notifications.py) that kicks the watcher
+when any host commits, with a slow safety poll (``[database]
+safety_poll_seconds``).
 
 Subscriber contract: :meth:`subscribe` returns a bounded receive channel
 carrying the account's changes from the watcher's cursor on; that can
@@ -67,6 +69,10 @@ class ChangeWatcher:
         send, receive = trio.open_memory_channel[Change](QUEUE_SIZE)
         self._subscribers.setdefault(account_id, set()).add(send)
         return receive
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers)
 
     def kick(self) -> None:
         """Poll now (called after a local commit)."""
