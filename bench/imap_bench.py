@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import rows  # bench/rows.py: the --json row format
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -662,6 +663,52 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(json.dumps(results, indent=2))
+    rows.write(args.json, result_rows(results))
+
+
+def result_rows(results: dict[str, object]) -> list[rows.Row]:
+    ours = results.get("mailstack")
+    theirs = results.get("dovecot")
+    assert isinstance(ours, dict)
+    table = []
+    for key, figures in ours.items():
+        peer = theirs.get(key, {}) if isinstance(theirs, dict) else {}
+        if key == "idle":
+            table.append(
+                rows.row(
+                    "imap",
+                    f"KiB per IDLE connection ({figures['connections']})",
+                    figures["kib_per_connection"],
+                    {"dovecot": peer.get("kib_per_connection")} if peer else {},
+                    better="lower",
+                )
+            )
+            continue
+        if key == "resync":
+            for metric, label in (("octets", "octets"), ("ms_median", "ms (median)")):
+                table.append(
+                    rows.row(
+                        "imap",
+                        f"QRESYNC resync after 10 changes, {label}",
+                        figures[metric],
+                        {"dovecot": peer.get(metric)} if peer else {},
+                        better="lower",
+                    )
+                )
+            continue
+        if not key.startswith("clients_"):
+            continue
+        for phase in PHASES:
+            metric = f"{phase}_per_s"
+            table.append(
+                rows.row(
+                    "imap",
+                    f"{phase} per s, {figures['clients']} clients",
+                    figures[metric],
+                    {"dovecot": peer.get(metric)} if peer else {},
+                )
+            )
+    return table
 
 
 def parse_args() -> argparse.Namespace:
@@ -676,6 +723,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resync-only", action="store_true", help="only the resync scenario")
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
     parser.add_argument("--no-mailstack", dest="mailstack", action="store_false")
+    parser.add_argument("--json", help="also write the result rows here (bench/rows.py)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--idlers", help=argparse.SUPPRESS)
     parser.add_argument("--serve", help=argparse.SUPPRESS)

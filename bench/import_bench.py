@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import rows  # bench/rows.py: the --json row format
 import trio
 
 from mailstack.config import Config, DatabaseConfig
@@ -78,7 +79,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--url", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--json", help="also write the result rows here (bench/rows.py)")
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory(prefix="import-bench-") as tmp:
         root = Path(tmp) / "Maildir"
         write_tree(root, args.messages, args.size)
@@ -94,6 +97,10 @@ def main() -> None:
                 f"{len(summary.errors)} errors, {summary.bytes / 1048576:.1f} MiB "
                 f"in {seconds:.2f} s = {handled / seconds:,.0f} messages/s"
             )
+            results.append(
+                rows.row("import", f"Maildir {label}, messages/s", round(handled / seconds))
+            )
+    rows.write(args.json, results)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import rows  # bench/rows.py: the --json row format
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -371,6 +372,13 @@ async def main(args: argparse.Namespace) -> None:
                     f"{f['msg_s']:>9.0f} {f['mb_s']:>9.1f}"
                 )
         shutil.rmtree(directory, ignore_errors=True)
+    table = []
+    for n, figures in results["mailstack"].items():
+        peers = {
+            name: round(other[n]["msg_s"]) for name, other in results.items() if name != "mailstack"
+        }
+        table.append(rows.row("pop3", f"RETR msg/s, {n}", round(figures["msg_s"]), peers))
+    rows.write(args.json, table)
 
 
 def parse_args() -> argparse.Namespace:
@@ -380,6 +388,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=10 * 1024)
     parser.add_argument("--pipeline", type=int, default=1)
     parser.add_argument("--no-dovecot", dest="dovecot", action="store_false")
+    parser.add_argument("--json", help="also write the result rows here (bench/rows.py)")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     return parser.parse_args()
 

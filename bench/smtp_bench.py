@@ -44,9 +44,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+import rows  # bench/rows.py: the --json row format
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -436,7 +437,7 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["mailstack", "aiosmtpd", "postfix"])
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
     parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the result rows here (bench/rows.py)")
     parser.add_argument("--generate", nargs=5, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
@@ -471,8 +472,37 @@ def main() -> None:
             finally:
                 server.stop()
     print_ratios(results)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    rows.write(args.json, result_rows(results))
+
+
+def result_rows(results: list[Result]) -> list[rows.Row]:
+    """Throughput and p99 per (size, concurrency, mode): mailstack beside each peer."""
+    table: list[rows.Row] = []
+    keys = dict.fromkeys((r.size, r.concurrency, r.per_session) for r in results)
+    for size, concurrency, per_session in keys:
+        same = [
+            r
+            for r in results
+            if (r.size, r.concurrency, r.per_session) == (size, concurrency, per_session)
+        ]
+        label = f"{size} B, {concurrency} clients, {per_session}/session"
+        for metric, field, better in (
+            ("msg/s", "per_second", "higher"),
+            ("p99 ms", "p99_ms", "lower"),
+        ):
+            values = {r.server: getattr(r, field) for r in same}
+            ours = values.pop("mailstack", None)
+            rounded = {k: round(v, 1) if v else v for k, v in values.items()}
+            table.append(
+                rows.row(
+                    "smtp",
+                    f"{metric}, {label}",
+                    round(ours, 1) if ours else ours,
+                    rounded,
+                    better=better,
+                )
+            )
+    return table
 
 
 def _mode(r: Result) -> str:

@@ -29,6 +29,7 @@ from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import rows  # bench/rows.py: the --json row format
 import sqlalchemy
 import trio
 from sqlalchemy.engine import make_url
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--url", default="", help="PostgreSQL URL (default: SQLite in a temp dir)")
+    parser.add_argument("--json", help="also write the result rows here (bench/rows.py)")
     args = parser.parse_args()
     with databases(args.url, 3) as urls, tempfile.TemporaryDirectory() as probe:
         totals = trio.run(run, urls, args.messages, args.chunk, Path(probe))
@@ -179,6 +181,18 @@ def main() -> None:
     print(f"Store.deliver, {WRITERS} writers:           {rates['fifty']:7.0f} deliveries/s")
     print(f"one commit per message (plain loop): {rates['plain']:7.0f} deliveries/s")
     print(f"ratio {WRITERS} writers / plain loop:       {rates['fifty'] / rates['plain']:7.1f}x")
+    rows.write(
+        args.json,
+        [
+            rows.row("store", "deliveries/s, 1 writer", round(rates["one"])),
+            rows.row(
+                "store",
+                f"deliveries/s, {WRITERS} writers (group commit)",
+                round(rates["fifty"]),
+                {"one commit per message": round(rates["plain"])},
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

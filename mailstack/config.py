@@ -177,6 +177,12 @@ class ImapConfig:
     max_connections_per_account: int = 50
     # RFC 9051 5.4: autologout timer of at least 30 minutes.
     idle_timeout_seconds: float = 1800.0
+    # A client that takes none of our output for this long is disconnected
+    # (0: never); bounds what a non-reading client holds.
+    send_timeout_seconds: float = 60.0
+    # Refused commands (BAD, or NO for an oversized literal) per session
+    # before BYE and close (0: unlimited).
+    max_bad_commands: int = 50
     # Allow LOGIN / AUTHENTICATE PLAIN before STARTTLS (else LOGINDISABLED).
     allow_plaintext_login: bool = False
     # Days the change log keeps expunged UIDs for QRESYNC (RFC 7162); 0: forever.
@@ -190,6 +196,8 @@ class Pop3Config:
     # RFC 2449 4: commands up to 255 octets; we allow some slack for AUTH.
     max_line_bytes: int = 1024
     max_commands: int = 10_000
+    # Bad commands (unknown, misplaced, over-long) before -ERR and close (0: unlimited).
+    max_bad_commands: int = 20
     max_connections: int = 1000
     max_connections_per_ip: int = 20
     # RFC 1939 3: autologout timer of at least 10 minutes.

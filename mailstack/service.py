@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import logging
 import os
+import resource
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -344,6 +345,24 @@ async def _serve_until_stopped(
         helpers.cancel_scope.cancel()
 
 
+def raise_open_files_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit (an unprivileged process
+    may; systemd's LimitNOFILE sets both) so each connection's socket fits:
+    10,000 IMAP IDLE sessions need more than the usual soft limit of 1024.
+    Returns the soft limit now in effect."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return soft
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("cannot raise the open files limit from %d: %s", soft, exc)
+        return soft
+    logger.info("open files limit raised from %d to %d", soft, wanted)
+    return wanted
+
+
 def main_serve(config: Config, names: Sequence[str]) -> int:
     """``mailstack serve``: set up logging, run, print each bound listener.
 
@@ -351,6 +370,7 @@ def main_serve(config: Config, names: Sequence[str]) -> int:
     turn into its one-line message and exit status.
     """
     setup_logging(config.logging)
+    raise_open_files_limit()
 
     async def serve_and_report() -> None:
         async with trio.open_nursery() as nursery:

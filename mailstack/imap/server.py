@@ -8,6 +8,7 @@ responses, mailbox_view, search); store calls are in handlers.py.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 
 import trio
@@ -44,14 +45,15 @@ class _Gone(Exception):
 
 
 class AccountSlots:
-    """Open authenticated connections per account (config.imap.max_connections_per_account)."""
+    """Open authenticated connections per account (config.imap.max_connections_per_account;
+    0 means unlimited, as for the other connection limits)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.counts: Counter[int] = Counter()
 
     def take(self, account_id: int) -> bool:
-        if self.counts[account_id] >= self.limit:
+        if self.limit and self.counts[account_id] >= self.limit:
             return False
         self.counts[account_id] += 1
         return True
@@ -98,6 +100,7 @@ class Connection:
         self.account: AccountRecord | None = None
         self.nursery: trio.Nursery | None = None
         self.known_uidnext = 0  # UIDNEXT when NOOP last compared with the store
+        self.bad_commands = 0
 
     # -- output ---------------------------------------------------------------
     async def send(self, data: bytes) -> None:
@@ -111,7 +114,18 @@ class Connection:
                 return
             data = bytes(self.out)
             self.out.clear()
-            if not await net.send_all(self.stream, data):
+            # A client that stops reading must not hold its session (and the
+            # output queued for it) forever: the autologout timer only runs
+            # while we wait for input.
+            with trio.move_on_after(self.config.send_timeout_seconds or math.inf) as stalled:
+                sent = await net.send_all(self.stream, data)
+            if stalled.cancelled_caught:
+                self.log.warning(
+                    "imap client read nothing for %.0f s (send_timeout_seconds): closing",
+                    self.config.send_timeout_seconds,
+                )
+                raise _Gone
+            if not sent:
                 raise _Gone
 
     def capability_text(self) -> str:
@@ -189,17 +203,36 @@ class Connection:
                 tag = event.tag.decode("utf-8", "replace") if event.tag else "*"
                 status = "NO" if event.code else "BAD"
                 await self.send(responses.tagged(tag, status, event.text, event.code))
+                if not await self.count_bad():
+                    return
                 continue
             try:
                 tagged = command(event, self.config.max_nesting_depth)
             except TaggedParseError as exc:
                 await self.send(responses.tagged(exc.tag, "BAD", f"Syntax error: {exc}"))
+                if not await self.count_bad():
+                    return
                 continue
             except ParseError as exc:
                 await self.send(responses.untagged(f"BAD Syntax error: {exc}"))
+                if not await self.count_bad():
+                    return
                 continue
             if not await self.dispatch(tagged):
                 return
+
+    async def count_bad(self) -> bool:
+        """Count a refused command; False (after BYE) once the session has
+        sent ``max_bad_commands`` of them: a client flooding garbage is either
+        broken or probing, and either way should not keep the slot."""
+        self.bad_commands += 1
+        limit = self.config.max_bad_commands
+        if not limit or self.bad_commands < limit:
+            return True
+        self.log.warning("imap closing: %d bad commands (max_bad_commands)", self.bad_commands)
+        await self.send(responses.untagged("BYE Too many bad commands"))
+        await self.flush_out()
+        return False
 
     async def dispatch(self, tagged: c.Tagged) -> bool:
         """Run one command; False ends the connection."""
@@ -207,7 +240,7 @@ class Connection:
         problem = self.session.check_state(cmd)
         if problem is not None:
             await self.send(responses.tagged(tag, "BAD", problem))
-            return True
+            return await self.count_bad()
         if enables_condstore(cmd):  # RFC 7162 3.1
             self.session.enabled.add("CONDSTORE")
         try:

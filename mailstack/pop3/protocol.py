@@ -59,6 +59,9 @@ class Settings:
     allow_plaintext_login: bool
     tls_available: bool  # STLS can be offered (a TlsProvider exists)
     tls_active: bool  # implicit TLS listener
+    # Unknown, misplaced, non-UTF-8 or over-long commands tolerated before
+    # "-ERR" and close (0: unlimited).
+    max_bad_commands: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class Pop3Protocol:
         self._pending: Event | None = None  # event awaiting the adapter's answer
         self._maildrop: Maildrop | None = None
         self._commands = 0
+        self.bad_commands = 0
         self._reply(f"+OK {greeting}")
 
     # -- state visible to the adapter --------------------------------------
@@ -184,7 +188,7 @@ class Pop3Protocol:
             except LineTooLong:
                 self._buffer.discard_line()
                 self._cancel_sasl()
-                self._reply("-ERR line too long")
+                self._bad("-ERR line too long")
                 continue
             if line is None:
                 if self._buffer.eof:
@@ -271,6 +275,16 @@ class Pop3Protocol:
     def _reply(self, line: str) -> None:
         self._out += line.encode("utf-8") + b"\r\n"
 
+    def _bad(self, line: str) -> None:
+        """Answer a bad command; past max_bad_commands, close (no UPDATE:
+        RFC 1939 6 deletes nothing for a session that did not QUIT)."""
+        self._reply(line)
+        self.bad_commands += 1
+        limit = self._settings.max_bad_commands
+        if limit and self.bad_commands >= limit:
+            self._reply("-ERR [SYS/PERM] too many bad commands")
+            self._state = State.CLOSED
+
     def _multiline(self, first: str, lines: list[str]) -> None:
         self._reply(first)
         for line in lines:
@@ -293,7 +307,7 @@ class Pop3Protocol:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._reply("-ERR command is not valid UTF-8")
+            self._bad("-ERR command is not valid UTF-8")
             return None
         keyword, _, rest = text.partition(" ")
         return self._dispatch(keyword.upper(), rest)
@@ -328,9 +342,9 @@ class Pop3Protocol:
         handler = handlers.get(keyword)
         if handler is None:
             if keyword in _ALL_COMMANDS:
-                self._reply("-ERR command not valid in this state")
+                self._bad("-ERR command not valid in this state")
             else:
-                self._reply("-ERR unknown command")
+                self._bad("-ERR unknown command")
             return None
         return handler(rest)
 

@@ -66,6 +66,7 @@ class Session:
         self._peer = peer
         self._log = session_logger(logger, peer.session_id)
         self._idle_seconds = config.idle_timeout_seconds
+        self._max_bad_commands = config.max_bad_commands
         self._core = Pop3Protocol(
             Settings(
                 max_line_bytes=config.max_line_bytes,
@@ -73,6 +74,7 @@ class Session:
                 allow_plaintext_login=config.allow_plaintext_login,
                 tls_available=True,
                 tls_active=peer.implicit_tls,
+                max_bad_commands=config.max_bad_commands,
             ),
             greeting=f"{ctx.config.hostname} POP3 ready",
         )
@@ -127,6 +129,10 @@ class Session:
             if event is None:
                 continue
             if isinstance(event, CloseConnection):
+                if self._max_bad_commands and core.bad_commands >= self._max_bad_commands:
+                    self._log.warning(
+                        "pop3 closing: %d bad commands (max_bad_commands)", core.bad_commands
+                    )
                 return
             if not await self._answer(event):
                 return

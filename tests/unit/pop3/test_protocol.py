@@ -648,3 +648,20 @@ def test_read_ahead_batches_by_count_and_bytes() -> None:
     assert [m.uid for m in drop.read_ahead(first, 10, 800)] == [1, 2, 5]
     big = drop.get(8)
     assert drop.read_ahead(big, 10, 1) == [big]  # the asked-for message always
+
+
+def test_bad_commands_limit_closes_without_update() -> None:
+    limited = Settings(
+        max_line_bytes=1024,
+        max_commands=1000,
+        allow_plaintext_login=False,
+        tls_available=True,
+        tls_active=True,
+        max_bad_commands=2,
+    )
+    out, adapter = transcript(LOGIN + b"DELE 1\r\nXYZZY\r\nUSER x\r\nSTAT\r\n", settings=limited)
+    assert out.endswith(
+        b"-ERR unknown command\r\n-ERR command not valid in this state\r\n"
+        b"-ERR [SYS/PERM] too many bad commands\r\n"
+    )
+    assert not any(isinstance(e, CommitDeletions) for e in adapter.events)

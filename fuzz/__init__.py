@@ -1,0 +1,1 @@
+"""Fuzz targets for every parser a remote peer reaches (see fuzz/README.md)."""
