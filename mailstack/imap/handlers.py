@@ -536,21 +536,7 @@ class Handlers:
             returns = tuple(r for r in returns if r != "SAVE")
             if not returns:
                 return "Search completed"
-        parts = [f'ESEARCH (TAG "{tag}")']
-        if cmd.uid:
-            parts.append("UID")
-        if numbers:
-            if "MIN" in returns:
-                parts.append(f"MIN {min(numbers)}")
-            if "MAX" in returns:
-                parts.append(f"MAX {max(numbers)}")
-            if "ALL" in returns:
-                parts.append(f"ALL {from_numbers(sorted(numbers))}")
-        if "COUNT" in returns:
-            parts.append(f"COUNT {len(numbers)}")
-        if highest:
-            parts.append(f"MODSEQ {highest}")  # RFC 7162 3.1.10
-        await self.send(responses.untagged(" ".join(parts)))
+        await self.send(responses.esearch(tag, cmd.uid, returns, numbers, modseq=highest))
         return "Search completed"
 
     async def fetch(self, cmd: c.Fetch) -> str:

@@ -9,10 +9,12 @@ JSON-compatible lists made by ``mailstack.mime`` at delivery.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from mailstack.imap.grammar import ASTRING_CHARS
+from mailstack.imap.sequence import from_numbers
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 # Longer quoted strings are sent as literals: cheaper for clients to parse.
@@ -138,3 +140,34 @@ def tagged(tag: str, status: str, text: str, code: str = "") -> bytes:
 def untagged(text: str | bytes) -> bytes:
     data = text.encode("utf-8") if isinstance(text, str) else text
     return b"* " + data + b"\r\n"
+
+
+def esearch(
+    tag: str,
+    uid: bool,
+    returns: Collection[str],
+    numbers: Sequence[int],
+    *,
+    in_sort_order: bool = False,
+    modseq: int | None = None,
+) -> bytes:
+    """The ESEARCH response (RFC 4731 3.1) for SEARCH/SORT ... RETURN (...).
+
+    ``in_sort_order`` (ESORT, RFC 5267 3): MIN and MAX are the first and
+    last in sort order and ALL keeps that order; otherwise they are the
+    lowest and highest and ALL is a plain set.  ``modseq``: RFC 7162 3.1.10."""
+    parts = [f'ESEARCH (TAG "{tag}")']
+    if uid:
+        parts.append("UID")
+    if numbers:
+        if "MIN" in returns:
+            parts.append(f"MIN {numbers[0] if in_sort_order else min(numbers)}")
+        if "MAX" in returns:
+            parts.append(f"MAX {numbers[-1] if in_sort_order else max(numbers)}")
+        if "ALL" in returns:
+            parts.append(f"ALL {from_numbers(list(numbers) if in_sort_order else sorted(numbers))}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if modseq:
+        parts.append(f"MODSEQ {modseq}")
+    return untagged(" ".join(parts))

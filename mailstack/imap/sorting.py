@@ -14,7 +14,6 @@ from mailstack import mime
 from mailstack.imap import commands as c
 from mailstack.imap import responses, sort_keys, thread
 from mailstack.imap.handlers import CommandFailed, Handlers
-from mailstack.imap.sequence import from_numbers
 from mailstack.imap.sort import Sortable, order
 from mailstack.store.records import MessageRecord
 
@@ -80,19 +79,7 @@ async def sort(h: Handlers, cmd: c.Sort, tag: str) -> str:
         returns.discard("SAVE")
         if not returns:
             return "Sort completed"
-    parts = [f'ESEARCH (TAG "{tag}")']
-    if cmd.uid:
-        parts.append("UID")
-    if numbers:
-        if "MIN" in returns:
-            parts.append(f"MIN {numbers[0]}")
-        if "MAX" in returns:
-            parts.append(f"MAX {numbers[-1]}")
-        if "ALL" in returns:
-            parts.append(f"ALL {from_numbers(numbers)}")
-    if "COUNT" in returns:
-        parts.append(f"COUNT {len(numbers)}")
-    await h.send(responses.untagged(" ".join(parts)))
+    await h.send(responses.esearch(tag, cmd.uid, returns, numbers, in_sort_order=True))
     return "Sort completed"
 
 
