@@ -95,18 +95,25 @@ def _run_store(config: Config, fn: Callable[[Store], Awaitable[T]]) -> T:
     return trio.run(_with_store, config, fn)
 
 
-def _read_password() -> str:
-    """From stdin when it is not a terminal (scripts, pipes), else prompted twice."""
+def read_password(prompt: str = "Password: ", *, confirm: bool = False) -> str:
+    """One line from stdin when it is not a terminal (scripts, pipes), else
+    prompted (twice with ``confirm``); an empty password is refused."""
     if sys.stdin is None:
         raise CliError("no password given: stdin is closed")
     if sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
+        password = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Repeat password: ") != password:
             raise CliError("passwords do not match")
     else:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     if not password:
         raise CliError("empty password refused")
+    return password
+
+
+def _read_new_password() -> str:
+    """A new account password: prompted twice on a terminal."""
+    password = read_password(confirm=True)
     # SASL PLAIN (RFC 4616 2) carries at most 255 octets: a longer password
     # could never be used to log in.
     if len(password.encode("utf-8")) > MAX_FIELD_OCTETS:
@@ -115,7 +122,7 @@ def _read_password() -> str:
 
 
 def _hash_password(config: Config) -> str:
-    return PasswordHasher(config.auth).hash(_read_password())
+    return PasswordHasher(config.auth).hash(_read_new_password())
 
 
 # -- db ------------------------------------------------------------------
@@ -343,12 +350,7 @@ def cmd_watch(config: Config, args: argparse.Namespace) -> None:
     from mailstack.websocket import client
 
     url = args.url or client.default_url(config)
-    if sys.stdin is None:
-        raise CliError("no password given: stdin is closed")
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"Password for {args.address}: ")
-    else:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    password = read_password(f"Password for {args.address}: ")
     context = None
     if url.startswith("wss:"):
         context = ssl.create_default_context(cafile=args.cafile)

@@ -9,7 +9,6 @@ something in an export) are listed on stderr and make the exit status 1.
 from __future__ import annotations
 
 import argparse
-import getpass
 import signal
 import ssl
 import sys
@@ -19,7 +18,7 @@ from typing import TypeVar
 
 import trio
 
-from mailstack.cli import CliError, _check_database_exists
+from mailstack.cli import CliError, _check_database_exists, read_password
 from mailstack.config import Config
 from mailstack.store.store import Store, open_store
 from mailstack.transfer import export, imap_import, maildir, mbox
@@ -84,25 +83,12 @@ def cmd_import_maildir(config: Config, args: argparse.Namespace) -> None:
     _run(config, args.address, _import_job(lambda: maildir.folders(path)))
 
 
-def _read_source_password(url: imap_import.ImapUrl) -> str:
-    """One line from stdin, or a prompt on a terminal."""
-    if sys.stdin is None:
-        raise CliError("no password given: stdin is closed")
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"Password of {url.user} at {url.host}: ")
-    else:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    if not password:
-        raise CliError("empty password")
-    return password
-
-
 def cmd_import_imap(config: Config, args: argparse.Namespace) -> None:
     try:
         url = imap_import.parse_url(args.source_url)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    password = _read_source_password(url)
+    password = read_password(f"Password of {url.user} at {url.host}: ")
     try:
         context = ssl.create_default_context(cafile=args.ca_file)
     except OSError as exc:
