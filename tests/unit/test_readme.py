@@ -4,6 +4,7 @@ config section it documents exists."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -51,3 +52,20 @@ def test_contents_lists_every_section() -> None:
     for title in sections:
         if title != "Contents":
             assert f"[{title}]" in contents, title
+
+
+def test_command_reference_names_every_command() -> None:
+    reference = README.split("### Command reference", 1)[1].split("\n## ", 1)[0]
+
+    def leaves(parser: argparse.ArgumentParser, prefix: str) -> list[tuple[str, str]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    below = leaves(sub, f"{prefix} {name}")
+                    found += below or [(prefix, name)]
+        return found
+
+    for prefix, name in leaves(build_parser(), "mailstack"):
+        # "mailstack user passwd" is written "mailstack user add\|passwd\|...".
+        assert re.search(rf"`{prefix} [^`]*\b{name}\b", reference), f"{prefix} {name}"
