@@ -108,6 +108,9 @@ class ServiceContext:
     auth: Authenticator
     tls: TlsProvider
     shutdown: Shutdown = field(default_factory=Shutdown)
+    # Certificates of a service's own (e.g. [websocket] cert_file): SIGHUP
+    # reloads these too.
+    other_tls: list[TlsProvider] = field(default_factory=list)
 
 
 class ServiceUnavailable(ConfigError):
@@ -226,15 +229,16 @@ def _reload_settings(running: Config) -> Config:
 
 async def _handle_signals(
     signals: AsyncIterator[int],
-    config: Config,
-    tls: TlsProvider,
+    ctx: ServiceContext,
     stop: trio.Event,
     force: trio.CancelScope,
 ) -> None:
+    config = ctx.config
     async for signum in signals:
         if signum == signal.SIGHUP:
             logger.info("SIGHUP: reloading TLS certificate and settings")
-            await trio.to_thread.run_sync(tls.reload)
+            for provider in [ctx.tls, *ctx.other_tls]:
+                await trio.to_thread.run_sync(provider.reload)
             config = await trio.to_thread.run_sync(_reload_settings, config)
         elif stop.is_set():
             logger.warning("%s again: stopping now", signal.Signals(signum).name)
@@ -314,9 +318,7 @@ async def _serve_until_stopped(
     async with trio.open_nursery() as helpers:
         with trio.CancelScope() as services_scope:
             if signals is not None:
-                helpers.start_soon(
-                    _handle_signals, signals, ctx.config, ctx.tls, stop, services_scope
-                )
+                helpers.start_soon(_handle_signals, signals, ctx, stop, services_scope)
             async with trio.open_nursery() as services:
                 bound: list[net.Bound] = []
                 for name, serve in selected:

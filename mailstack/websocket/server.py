@@ -222,6 +222,8 @@ async def serve(
 ) -> None:
     config = ctx.config.websocket
     tls = await trio.to_thread.run_sync(_tls_provider, ctx)
+    if tls is not None:
+        ctx.other_tls.append(tls)  # SIGHUP reloads it with [tls]'s
     warn_if_exposed(config.listen, tls is not None)
     limits = net.ConnectionLimits(config.max_connections, config.max_connections_per_ip)
     cache = feed.EventCache(ctx.store)

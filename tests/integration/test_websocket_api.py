@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import smtplib
+import ssl
 import time
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
+import trustme
+from cryptography import x509
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 
-from mailstack.config import Endpoint
+from mailstack.config import Endpoint, TlsConfig
 from mailstack.websocket import client
 from mailstack.websocket.protocol import basic_authorization
 from mailstack.websocket.server import warn_if_exposed
-from tests.integration.conftest import Stack, StackFactory
+from tests.integration.conftest import Stack, StackFactory, write_certificate
 from tests.support.ws import WsClient, connect
 
 ALICE = ("alice@example.test", "alice-password")
@@ -80,6 +86,46 @@ async def test_wss_with_the_websocket_certificate(stack_factory: StackFactory) -
         host, port = stack.addr("websocket", implicit_tls=True)
         async with connect(host, port, *ALICE, ssl_context=stack.client_ssl_context()) as client:
             assert client.hello["account"] == ALICE[0]
+
+
+async def test_sighup_reloads_the_websocket_certificate(
+    stack_factory: StackFactory, tmp_path: Path
+) -> None:
+    """[websocket] has a certificate of its own: SIGHUP (systemctl reload)
+    must bring a renewed one to the next client, like [tls]'s."""
+    with trio.fail_after(30):
+        ws_tls = TlsConfig(str(tmp_path / "ws-cert.pem"), str(tmp_path / "ws-key.pem"))
+        ca = trustme.CA()
+        write_certificate(ca, ws_tls, "localhost")
+        stack = await stack_factory(
+            services=SERVICES,
+            handle_signals=True,
+            websocket={"cert_file": ws_tls.cert_file, "key_file": ws_tls.key_file},
+        )
+        host, port = stack.addr("websocket", implicit_tls=True)
+        context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+
+        async def served_names() -> list[str]:
+            tcp = await trio.open_tcp_stream(host, port)
+            stream = trio.SSLStream(tcp, context, server_hostname="localhost")
+            await stream.do_handshake()
+            der = stream.getpeercert(binary_form=True)
+            await stream.aclose()
+            assert der is not None
+            san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            )
+            return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
+
+        assert "renewed.test" not in await served_names()
+        write_certificate(ca, ws_tls, "localhost", "renewed.test")
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):  # the reload runs in a worker thread
+            if "renewed.test" in await served_names():
+                break
+            await trio.sleep(0.05)
+        else:
+            pytest.fail("SIGHUP did not reload the [websocket] certificate")
 
 
 def test_plaintext_warning_only_off_loopback(caplog: pytest.LogCaptureFixture) -> None:
