@@ -321,12 +321,12 @@ def _add_queue_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 # -- serve / dev ---------------------------------------------------------------
 
 
-def _serve(config: Config, names: Sequence[str]) -> None:
+def _serve(config: Config, names: Sequence[str], *, ready_text: str = "") -> None:
     from mailstack import service
 
     check_data_dir(config)
     _check_database_exists(config)
-    service.main_serve(config, names)
+    service.main_serve(config, names, ready_text=ready_text)
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> None:
@@ -517,8 +517,7 @@ def cmd_dev(config: Config, args: argparse.Namespace) -> None:
     password = _demo_password(config.data_path)
     address = _ensure_demo_account(config, args.domain, password)
     cert_file, _key_file = ensure_dev_certificate(config.data_path / "tls", config.hostname)
-    print(_dev_banner(config, address, password, cert_file), flush=True)
-    _serve(config, ())
+    _serve(config, (), ready_text=_dev_banner(config, address, password, cert_file))
 
 
 # -- parser --------------------------------------------------------------------

@@ -365,8 +365,10 @@ def raise_open_files_limit() -> int:
     return wanted
 
 
-def main_serve(config: Config, names: Sequence[str]) -> int:
-    """``mailstack serve``: set up logging, run, print each bound listener.
+def main_serve(config: Config, names: Sequence[str], *, ready_text: str = "") -> int:
+    """``mailstack serve``: set up logging, run, print each bound listener
+    and then ``ready_text`` (``mailstack dev``'s banner: printed once the
+    settings it shows work, and Ctrl-C stops gracefully from then on).
 
     Errors (ConfigError, StoreError, bind failures) propagate for the CLI to
     turn into its one-line message and exit status.
@@ -379,6 +381,8 @@ def main_serve(config: Config, names: Sequence[str]) -> int:
             bound: list[net.Bound] = await nursery.start(partial(run, config, names))
             for listener in bound:
                 print(f"listening: {listener}", flush=True)
+            if ready_text:
+                print(ready_text, flush=True)
 
     trio.run(serve_and_report)
     return 0
