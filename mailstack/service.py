@@ -269,35 +269,57 @@ async def run(
     if grace_seconds is None:
         grace_seconds = config.service.shutdown_grace_seconds
     selected = select_services(config, names)
+    with contextlib.ExitStack() as signal_stack:
+        signals: AsyncIterator[int] | None = None
+        if handle_signals:
+            # Opened first, before the certificate and the database are
+            # loaded and any listener is bound: a Ctrl-C or SIGTERM during
+            # start-up is queued and then stops the services gracefully,
+            # instead of a KeyboardInterrupt landing wherever the interpreter
+            # happens to be (a garbage-collector callback swallows it).
+            signals = signal_stack.enter_context(
+                trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            )
+        await _open_and_serve(
+            config,
+            selected,
+            store,
+            signals,
+            grace_seconds,
+            stop if stop is not None else trio.Event(),
+            task_status,
+        )
+
+
+async def _open_and_serve(
+    config: Config,
+    selected: list[tuple[str, ServeFunction]],
+    store: Store | None,
+    signals: AsyncIterator[int] | None,
+    grace_seconds: float,
+    stop: trio.Event,
+    task_status: trio.TaskStatus[list[net.Bound]],
+) -> None:
     tls = await trio.to_thread.run_sync(TlsProvider, config)
     own_store = store is None
     if store is None:
         store = await Store.open(config)
-    stop = stop if stop is not None else trio.Event()
     drain = net.Drain()
     # Child tasks inherit the context: every serve_endpoints below registers
     # its listeners with this drain.
     drain_token = net.current_drain.set(drain)
     try:
-        with contextlib.ExitStack() as signal_stack:
-            signals: AsyncIterator[int] | None = None
-            if handle_signals:
-                # Opened before any listener is bound so that a signal during
-                # start-up is queued, not lost.
-                signals = signal_stack.enter_context(
-                    trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-                )
-            ctx = ServiceContext(config, store, Authenticator(config, store), tls)
-            async with trio.open_nursery() as store_nursery:
-                if not store.running:
-                    # Group commit ("250 after DATA" shares one fsync) and
-                    # the change watcher (IDLE, POP3 expunge notices) for
-                    # every service; it stops once the services have drained.
-                    await store_nursery.start(store.run)
-                await _serve_until_stopped(
-                    ctx, selected, signals, stop, drain, grace_seconds, task_status
-                )
-                store_nursery.cancel_scope.cancel()
+        ctx = ServiceContext(config, store, Authenticator(config, store), tls)
+        async with trio.open_nursery() as store_nursery:
+            if not store.running:
+                # Group commit ("250 after DATA" shares one fsync) and the
+                # change watcher (IDLE, POP3 expunge notices) for every
+                # service; it stops once the services have drained.
+                await store_nursery.start(store.run)
+            await _serve_until_stopped(
+                ctx, selected, signals, stop, drain, grace_seconds, task_status
+            )
+            store_nursery.cancel_scope.cancel()
         logger.info("stopped")
     finally:
         net.current_drain.reset(drain_token)
