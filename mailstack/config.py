@@ -80,6 +80,9 @@ class DatabaseConfig:
     # query) for commits made by other processes (IMAP IDLE, POP3, WebSocket
     # events); local commits are seen at once.
     change_check_seconds: float = 0.01
+    # New messages (SMTP delivery, submission) are committed by a child
+    # process instead of a thread of the serving process (store/writer_process.py).
+    writer_process: bool = False
 
 
 @dataclass(frozen=True, slots=True)

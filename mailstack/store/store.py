@@ -72,6 +72,7 @@ from mailstack.store.records import (
 from mailstack.store.sqlite_changes import SqliteFileWatch
 from mailstack.store.watcher import ChangeWatcher
 from mailstack.store.writer import GroupCommitWriter, Work
+from mailstack.store.writer_process import NewMessage, ProcessWriter, applier
 
 FlagMode = Literal["add", "remove", "replace"]
 
@@ -147,6 +148,17 @@ class Store:
             postgresql=postgresql,
             on_commit=self._watcher.kick,
         )
+        self._process_writer = (
+            ProcessWriter(
+                config.database_url,
+                config.database,
+                config.logging,
+                on_commit=self._watcher.kick,
+                fallback=self._write_new_in_thread,
+            )
+            if config.database.writer_process
+            else None
+        )
 
     @classmethod
     async def open(cls, config: Config) -> Store:
@@ -164,6 +176,8 @@ class Store:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._writer.run)
             await nursery.start(self._watcher.run)
+            if self._process_writer is not None:
+                await nursery.start(self._process_writer.run)
             task_status.started()
 
     @property
@@ -171,6 +185,12 @@ class Store:
         """True while :meth:`run` (group commit, change notifications) runs.
         ``service.run`` starts ``run`` for its services unless this is True."""
         return self._writer.running
+
+    @property
+    def writer_process_pid(self) -> int | None:
+        """The child committing new messages (``[database] writer_process``)
+        while one is ready, else None (the thread writer commits them)."""
+        return None if self._process_writer is None else self._process_writer.ready_pid
 
     async def aclose(self) -> None:
         await trio.to_thread.run_sync(self._engine.dispose)
@@ -299,14 +319,18 @@ class Store:
         results)."""
         if len(raw) > self._config.smtp.max_message_bytes:
             raise TooBig(f"message is larger than {self._config.smtp.max_message_bytes} bytes")
-        ids = list(account_ids)
-        when = internal_date or datetime.now(UTC)
+        return await self._write_new(
+            NewMessage(tuple(account_ids), raw, internal_date or datetime.now(UTC))
+        )
 
-        def prepare() -> Callable[[Session], list[StoredMessage]]:
-            analysis = mime.analyze(raw)
-            return lambda session: tx.deliver(session, ids, raw, analysis, when)
+    async def _write_new(self, write: NewMessage) -> list[StoredMessage]:
+        if self._process_writer is not None:
+            # Takes the thread writer itself while its child is not ready.
+            return await self._process_writer.submit(write)
+        return await self._write_new_in_thread(write)
 
-        return await self._write_prepared(prepare, inserts_only=True)
+    async def _write_new_in_thread(self, write: NewMessage) -> list[StoredMessage]:
+        return await self._write_prepared(lambda: applier(write), inserts_only=True)
 
     async def append(
         self,
@@ -524,15 +548,16 @@ class Store:
         like :meth:`deliver`."""
         if len(raw) > self._config.smtp.max_message_bytes:
             raise TooBig(f"message is larger than {self._config.smtp.max_message_bytes} bytes")
-        ids = list(account_ids)
-        when = internal_date or datetime.now(UTC)
-        queued = raw if queued_raw is None else queued_raw
-
-        def prepare() -> Callable[[Session], list[StoredMessage]]:
-            analysis = mime.analyze(raw)
-            return lambda session: queue.submit(session, ids, raw, analysis, outgoing, queued, when)
-
-        stored = await self._write_prepared(prepare, inserts_only=True)
+        stored = await self._write_new(
+            NewMessage(
+                tuple(account_ids),
+                raw,
+                internal_date or datetime.now(UTC),
+                outgoing=outgoing,
+                queued_raw=queued_raw,
+                submission=True,
+            )
+        )
         if outgoing is not None and outgoing.recipients:
             self._kick_queue()
         return stored

@@ -508,3 +508,46 @@ async def test_postmaster_without_domain_is_accepted(stack_factory: StackFactory
         assert (await in_thread(send))[0] == 250
         (raw,) = await messages_of(stack, "bob@example.test")
         assert raw.startswith(b"Return-Path: <>\r\n") and strip_added(raw) == MESSAGE
+
+
+async def test_writer_process_delivers_mx_and_submission_mail(
+    stack_factory: StackFactory,
+) -> None:
+    """[database] writer_process: the same bytes land, committed by the child."""
+    with trio.fail_after(90):
+        stack = await stack_factory(
+            services=("smtp", "submission"), database={"writer_process": True}
+        )
+        with trio.fail_after(30):
+            while True:
+                if stack.store.writer_process_pid is not None:
+                    break  # the child is up
+                await trio.sleep(0.05)
+        mx_host, mx_port = stack.addr("smtp")
+        sub_host, sub_port = stack.addr("submission")
+        context = stack.client_ssl_context()
+
+        def send_mx(number: int) -> dict[str, tuple[int, bytes]]:
+            with smtplib.SMTP(mx_host, mx_port, timeout=30) as client:
+                body = MESSAGE.replace(b"Subject: test", b"Subject: mx %d" % number)
+                return client.sendmail("someone@remote.example", ["alice@example.test"], body)
+
+        def submit() -> dict[str, tuple[int, bytes]]:
+            with smtplib.SMTP(sub_host, sub_port, timeout=30) as client:
+                client.starttls(context=context)
+                client.login("bob@example.test", "bob-password")
+                return client.sendmail("bob@example.test", ["alice@example.test"], MESSAGE)
+
+        async with trio.open_nursery() as nursery:
+            for number in range(20):
+                nursery.start_soon(in_thread, send_mx, number)
+            nursery.start_soon(in_thread, submit)
+        received = await messages_of(stack, "alice@example.test")
+        assert len(received) == 21
+        bodies = sorted(strip_added(raw) for raw in received)
+        expected = sorted(
+            [MESSAGE.replace(b"Subject: test", b"Subject: mx %d" % n) for n in range(20)]
+            + [MESSAGE]
+        )
+        assert bodies == expected
+        assert any(b"with ESMTPSA" in header_block(raw) for raw in received)

@@ -131,6 +131,11 @@ def test_values_are_converted(tmp_path: Path) -> None:
     assert config.imap.allow_plaintext_login is True
 
 
+def test_writer_process_is_off_unless_asked_for() -> None:
+    assert parse_config("").database.writer_process is False
+    assert parse_config("[database]\nwriter_process = true\n").database.writer_process is True
+
+
 # -- errors: one line naming file, key and problem ------------------------------
 
 
@@ -159,6 +164,7 @@ def test_values_are_converted(tmp_path: Path) -> None:
         ("[smtp]\nmax_recipients = 0\n", "smtp.max_recipients", "at least 1"),
         ("[submission]\nover_quota = 'bounce'\n", "submission.over_quota", "must be one of"),
         ("[database]\npool_size = 0\n", "database.pool_size", "at least 1"),
+        ("[database]\nwriter_process = 'yes'\n", "database.writer_process", "true or false"),
         ("[auth]\nargon2_time_cost = 0\n", "auth.argon2_time_cost", "at least 1"),
         ("[auth]\nargon2_memory_kib = 16\n", "auth.argon2_memory_kib", "8 * argon2_parallelism"),
         ("[auth]\nmax_concurrent_hashes = 0\n", "auth.max_concurrent_hashes", "at least 1"),

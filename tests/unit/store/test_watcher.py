@@ -79,11 +79,12 @@ async def test_a_subscriber_arriving_during_the_max_read_misses_nothing() -> Non
         # While the watcher reads max(id): a client subscribes, then a
         # change commits that the same read already counts.
         committed: list[Change] = []
+        subscribed = trio.Event()
         log.during_max_read.append(lambda: channels.append(watcher.subscribe(1)))
         log.during_max_read.append(lambda: committed.append(log.add(account_id=1)))
+        log.during_max_read.append(subscribed.set)
         watcher.kick()
         with trio.fail_after(5):
-            while not channels:
-                await trio.sleep(0.01)
+            await subscribed.wait()
             assert await channels[0].receive() == committed[0]
         nursery.cancel_scope.cancel()

@@ -1,0 +1,329 @@
+"""Group commit for new messages in a child process (``[database] writer_process``).
+
+Why a process: the group-commit writer thread (``writer.py``) shares the
+GIL with the event loop.  Each SQLite statement releases the GIL and each
+socket call of the loop does too, so under load the two threads hand the
+GIL back and forth several times per message; on a small virtual machine
+each hand-over costs a futex wake and a context switch, and the SMTP
+listener spent more CPU on that than on the SQL itself (bench/smtp_bench.py).
+A child process has its own interpreter: deliveries are pickled to it over
+a socketpair in batches, it runs the same :func:`writer.run_batch` (one
+transaction, one fsync per batch) and answers after COMMIT, so "returned"
+still means "durable".
+
+Only new messages go this way (:class:`NewMessage`: SMTP delivery and
+submission, both insert-only); every other write stays with the thread
+writer, and the two serialize on the database's write lock (SQLite's BEGIN
+IMMEDIATE, PostgreSQL's advisory lock) like two processes sharing a store.
+
+Lifecycle: :meth:`ProcessWriter.run` starts the child (``python -m
+mailstack.store.writer_process FD``) and restarts it if it dies.  Writes
+that find no child ready, or were still queued when it died, go to the
+``fallback`` (the thread writer), so a child that cannot start costs speed,
+never mail.  A batch in flight when the child dies fails with
+TemporaryFailure (the client retries; the batch may or may not have
+committed, as after any crash between COMMIT and the reply).  The child ignores SIGINT, SIGTERM and
+SIGHUP, which a terminal or systemd sends to the whole process group: it
+keeps committing while the parent drains its sessions, and exits when the
+parent closes the socket (or dies).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import trio
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailstack import mime
+from mailstack.config import DatabaseConfig, LoggingConfig
+from mailstack.store import engine as engines
+from mailstack.store import queue
+from mailstack.store import transactions as tx
+from mailstack.store.records import Outgoing, StoredMessage, StoreError, TemporaryFailure
+from mailstack.store.writer import Work, run_batch
+
+log = logging.getLogger("mailstack.store")
+
+_LENGTH = struct.Struct("!I")
+# A child that dies this soon after its start is not restarted at once.
+RESTART_DELAY_SECONDS = 1.0
+# Shutdown: how long the child gets to finish after its socket closed.
+EXIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One insert-only write: a copy in each account's INBOX and, for
+    submission, the outbound queue entry (``outgoing``) in the same commit."""
+
+    account_ids: tuple[int, ...]
+    raw: bytes
+    internal_date: datetime
+    outgoing: Outgoing | None = None
+    queued_raw: bytes | None = None  # submission: the copy that leaves
+    submission: bool = False
+
+
+def applier(write: NewMessage) -> Callable[[Session], list[StoredMessage]]:
+    """Parse the message (outside the transaction) and return the function
+    that inserts it; the thread writer and the child both use this."""
+    analysis = mime.analyze(write.raw)
+    if write.submission:
+        queued = write.raw if write.queued_raw is None else write.queued_raw
+        return lambda session: queue.submit(
+            session,
+            write.account_ids,
+            write.raw,
+            analysis,
+            write.outgoing,
+            queued,
+            write.internal_date,
+        )
+    return lambda session: tx.deliver(
+        session, write.account_ids, write.raw, analysis, write.internal_date
+    )
+
+
+# -- framing: a 4-byte length, then a pickle (both ends are this program) ------
+
+
+def _frame(value: object) -> bytes:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def _receive_exactly_blocking(sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = sock.recv(size - len(buffer))
+        if not chunk:
+            raise EOFError("the parent closed the socket")
+        buffer += chunk
+    return bytes(buffer)
+
+
+def _receive_blocking(sock: socket.socket) -> Any:
+    (size,) = _LENGTH.unpack(_receive_exactly_blocking(sock, _LENGTH.size))
+    return pickle.loads(_receive_exactly_blocking(sock, size))
+
+
+# -- the child -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Setup:
+    url: str
+    database: DatabaseConfig
+    logging: LoggingConfig
+
+
+def _portable(error: BaseException | None) -> BaseException | None:
+    """Store errors cross the socket as they are; anything else (a bug, an
+    exception that may not unpickle) as TemporaryFailure, logged here."""
+    if error is None or isinstance(error, StoreError):
+        return error
+    log.error("writer process: write failed", exc_info=error)
+    return TemporaryFailure("internal store error")
+
+
+def child_main(fd: int) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    setup: _Setup = _receive_blocking(sock)
+    from mailstack.logs import setup_logging
+
+    setup_logging(setup.logging)
+    engine = engines.create_engine(setup.url, setup.database)
+    sessions = sessionmaker(engines.writer(engine), expire_on_commit=False)
+    postgresql = not engines.is_sqlite(setup.url)
+    sock.sendall(_frame("ready"))
+    while True:
+        try:
+            writes: list[NewMessage] = _receive_blocking(sock)
+        except EOFError:
+            break
+        batch: list[Work[Any]] = [
+            Work(prepare=partial(applier, write), inserts_only=True) for write in writes
+        ]
+        run_batch(sessions, batch, postgresql)
+        sock.sendall(_frame([(work.result, _portable(work.error)) for work in batch]))
+    engine.dispose()
+
+
+# -- the parent ------------------------------------------------------------------
+
+
+class _NotSent(Exception):
+    """The write never reached a child: the fallback takes it."""
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    write: NewMessage
+    done: trio.Event
+    result: list[StoredMessage] | None = None
+    error: BaseException | None = None
+
+
+class ProcessWriter:
+    def __init__(
+        self,
+        url: str,
+        database: DatabaseConfig,
+        logging_config: LoggingConfig,
+        *,
+        on_commit: Callable[[], None],
+        fallback: Callable[[NewMessage], Awaitable[list[StoredMessage]]],
+    ) -> None:
+        self._setup = _Setup(url, database, logging_config)
+        self._fallback = fallback
+        self._max_batch = max(1, database.max_batch)
+        self._on_commit = on_commit
+        self._send, self._receive = trio.open_memory_channel[_Pending](self._max_batch * 4)
+        self._stream: trio.SocketStream | None = None
+        self._child_pid: int | None = None
+
+    @property
+    def ready_pid(self) -> int | None:
+        """The child's process id while it takes writes."""
+        return self._child_pid if self._stream is not None else None
+
+    async def submit(self, write: NewMessage) -> list[StoredMessage]:
+        """Commit ``write`` durably (in the child, else by the fallback);
+        raises its store error or TemporaryFailure."""
+        if self._stream is None:
+            return await self._fallback(write)
+        pending = _Pending(write, trio.Event())
+        try:
+            await self._send.send(pending)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return await self._fallback(write)
+        await pending.done.wait()
+        if isinstance(pending.error, _NotSent):
+            return await self._fallback(write)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                started = trio.current_time()
+                try:
+                    await self._serve_one_child()
+                except (OSError, EOFError, pickle.UnpicklingError, trio.BrokenResourceError) as exc:
+                    log.warning("writer process failed (%s); the writer thread takes over", exc)
+                self._hand_back_queued()
+                if trio.current_time() - started < RESTART_DELAY_SECONDS:
+                    await trio.sleep(RESTART_DELAY_SECONDS)
+        finally:
+            self._receive.close()
+            self._hand_back_queued()
+
+    async def _serve_one_child(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "mailstack.store.writer_process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        self._child_pid = process.pid
+        try:
+            await stream.send_all(_frame(self._setup))
+            if await self._receive_frame(stream) != "ready":
+                raise EOFError("the writer process did not start")
+            log.info("writer process %d started", process.pid)
+            self._stream = stream
+            await self._serve_batches(stream)
+        finally:
+            self._stream = None
+            self._child_pid = None
+            await self._stop(stream, process)
+
+    async def _serve_batches(self, stream: trio.SocketStream) -> None:
+        async for first in self._receive:
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            # Shielded: a batch the child may be committing must get its
+            # answer, as the thread writer's does.
+            with trio.CancelScope(shield=True):
+                try:
+                    await stream.send_all(_frame([p.write for p in batch]))
+                except BaseException:
+                    # The child never had the whole frame: nothing committed.
+                    self._settle(batch, _NotSent())
+                    raise
+                try:
+                    answers = await self._receive_frame(stream)
+                except BaseException:
+                    self._settle(batch, TemporaryFailure("the writer process failed"))
+                    raise
+            for pending, (result, error) in zip(batch, answers, strict=True):
+                pending.result, pending.error = result, error
+                pending.done.set()
+            self._on_commit()
+
+    @staticmethod
+    def _settle(batch: list[_Pending], error: BaseException) -> None:
+        for pending in batch:
+            pending.error = error
+            pending.done.set()
+
+    @staticmethod
+    async def _receive_frame(stream: trio.SocketStream) -> Any:
+        async def exactly(size: int) -> bytes:
+            buffer = bytearray()
+            while len(buffer) < size:
+                chunk = await stream.receive_some(size - len(buffer))
+                if not chunk:
+                    raise EOFError("the writer process exited")
+                buffer += chunk
+            return bytes(buffer)
+
+        (size,) = _LENGTH.unpack(await exactly(_LENGTH.size))
+        return pickle.loads(await exactly(size))
+
+    @staticmethod
+    async def _stop(stream: trio.SocketStream, process: trio.Process) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)  # the child's EOF: it exits
+            with trio.move_on_after(EXIT_SECONDS):
+                await process.wait()
+                return
+            process.kill()
+            await process.wait()
+
+    def _hand_back_queued(self) -> None:
+        """Writes still queued for a child that is gone go to the fallback."""
+        while True:
+            try:
+                pending = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            pending.error = _NotSent()
+            pending.done.set()
+
+
+if __name__ == "__main__":
+    child_main(int(sys.argv[1]))
