@@ -9,7 +9,9 @@ and fsynced it to a file, Postfix fsyncs its queue file before the 250.
 
 Servers (each a separate process, started here with a private config):
 
-- mailstack: ``mailstack serve smtp`` on a fresh data dir (SQLite).
+- mailstack: ``mailstack serve smtp`` on a fresh data dir (SQLite), and
+  mailstack-wp: the same with ``[database] writer_process = true`` (new
+  messages committed by a child process; its CPU is counted as the server's).
 - aiosmtpd: a handler that appends each message to a file and fsyncs it.
 - Postfix: a private instance (own config_directory, queue_directory,
   loopback port, ``discard`` local transport) when /usr/sbin/postfix exists
@@ -23,8 +25,9 @@ Load generators:
   the trio generator in a separate process, raw sockets, pipelining nothing,
   so the figure is what one SMTP client waits.
 
-Server CPU per message comes from /proc/PID/stat (utime+stime of the server
-process and, for Postfix, its master's reaped children plus live ones).
+Server CPU per message comes from /proc/PID/stat: utime+stime of the server
+process plus its reaped and live children (Postfix's master and its
+daemons, mailstack's writer process).
 
     python bench/smtp_bench.py                  # everything, ~a few minutes
     python bench/smtp_bench.py --sizes 1024 --concurrency 50 --messages 3000
@@ -57,6 +60,7 @@ RECIPIENT = f"user@{DOMAIN}"
 SENDER = f"sender@{DOMAIN}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+PEERS = ("aiosmtpd", "postfix")
 
 
 # -- servers ------------------------------------------------------------------------
@@ -89,6 +93,32 @@ def proc_cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / CLK_TCK
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            if int(status.split("PPid:", 1)[1].split()[0]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """A server's CPU: its own, its reaped children's and its live children's
+    (Postfix's smtpd/cleanup, mailstack's writer process)."""
+    total = proc_cpu_seconds(pid, children=True)
+    for child in children_of(pid):
+        try:
+            total += proc_cpu_seconds(child)
+        except OSError:
+            continue  # ended meanwhile (its time is now in the parent's)
+    return total
+
+
 class Server:
     name = ""
     port = 0
@@ -119,7 +149,7 @@ class SubprocessServer(Server):
             raise RuntimeError(f"{name} did not start: {tail}") from None
 
     def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.process.pid)
+        return tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -130,13 +160,14 @@ class SubprocessServer(Server):
             self.process.wait()
 
 
-def start_mailstack(directory: Path, *, max_batch: int) -> Server:
+def start_mailstack(directory: Path, *, max_batch: int, writer_process: bool = False) -> Server:
     port = free_port()
     config = directory / "mailstack.toml"
     config.write_text(
         f'hostname = "mx.{DOMAIN}"\n'
         f'data_dir = "{directory / "data"}"\n'
         f"[database]\nmax_batch = {max_batch}\n"
+        f"writer_process = {str(writer_process).lower()}\n"
         f'[smtp]\nlisten = ["127.0.0.1:{port}"]\nmax_connections_per_ip = 1000\n'
         # The peer (aiosmtpd) checks no SPF/DKIM/DMARC either.
         "authentication_checks = false\n"
@@ -156,9 +187,8 @@ def start_mailstack(directory: Path, *, max_batch: int) -> Server:
         input=b"bench-password\n",
         cwd=ROOT,
     )
-    return SubprocessServer(
-        "mailstack", [*cli, "serve", "smtp"], port, directory / "mailstack.log", env
-    )
+    name = "mailstack-wp" if writer_process else "mailstack"
+    return SubprocessServer(name, [*cli, "serve", "smtp"], port, directory / f"{name}.log", env)
 
 
 AIOSMTPD_SERVER = """
@@ -242,18 +272,7 @@ class PostfixServer(Server):
         wait_port(self.port)
 
     def cpu_seconds(self) -> float:
-        total = proc_cpu_seconds(self.master_pid, children=True)
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                status = (entry / "status").read_text()
-                ppid = int(status.split("PPid:", 1)[1].split()[0])
-                if ppid == self.master_pid:
-                    total += proc_cpu_seconds(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-        return total
+        return tree_cpu_seconds(self.master_pid)
 
     def stop(self) -> None:
         subprocess.run(["/usr/sbin/postfix", "-c", str(self.config), "stop"], capture_output=True)
@@ -434,7 +453,12 @@ def main() -> None:
         default=[1, 20],
         help="messages per session; above 1 sessions stay open (smtp-source -d)",
     )
-    parser.add_argument("--servers", nargs="+", default=["mailstack", "aiosmtpd", "postfix"])
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=["mailstack", "mailstack-wp", "aiosmtpd", "postfix"],
+        help="mailstack-wp: mailstack with [database] writer_process = true",
+    )
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
     parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
     parser.add_argument("--json", type=Path, help="also write the result rows here (bench/rows.py)")
@@ -449,6 +473,7 @@ def main() -> None:
 
     starters: dict[str, Callable[[Path], Server]] = {
         "mailstack": lambda d: start_mailstack(d, max_batch=args.max_batch),
+        "mailstack-wp": lambda d: start_mailstack(d, max_batch=args.max_batch, writer_process=True),
         "aiosmtpd": start_aiosmtpd,
         "postfix": PostfixServer,
     }
@@ -491,17 +516,20 @@ def result_rows(results: list[Result]) -> list[rows.Row]:
             ("p99 ms", "p99_ms", "lower"),
         ):
             values = {r.server: getattr(r, field) for r in same}
-            ours = values.pop("mailstack", None)
-            rounded = {k: round(v, 1) if v else v for k, v in values.items()}
-            table.append(
-                rows.row(
-                    "smtp",
-                    f"{metric}, {label}",
-                    round(ours, 1) if ours else ours,
-                    rounded,
-                    better=better,
+            peers = {k: round(v, 1) if v else v for k, v in values.items() if k in PEERS}
+            for variant, ours in values.items():
+                if variant in PEERS:
+                    continue
+                suffix = " (writer_process)" if variant == "mailstack-wp" else ""
+                table.append(
+                    rows.row(
+                        "smtp",
+                        f"{metric}, {label}{suffix}",
+                        round(ours, 1) if ours else ours,
+                        peers,
+                        better=better,
+                    )
                 )
-            )
     return table
 
 
@@ -511,7 +539,7 @@ def _mode(r: Result) -> str:
 
 def describe(r: Result) -> str:
     return (
-        f"{r.server:10s} {r.size:>7d} B  c={r.concurrency:<3d} {_mode(r)}"
+        f"{r.server:12s} {r.size:>7d} B  c={r.concurrency:<3d} {_mode(r)}"
         f" {r.per_second:8.0f} msg/s"
         f"  p50 {r.p50_ms or 0:7.1f} ms  p99 {r.p99_ms or 0:7.1f} ms"
         f"  cpu {r.cpu_ms_per_message:6.2f} ms/msg  ({r.generator})"
@@ -519,23 +547,25 @@ def describe(r: Result) -> str:
 
 
 def print_ratios(results: list[Result]) -> None:
-    ours = {(r.size, r.concurrency, r.per_session): r for r in results if r.server == "mailstack"}
-    print("\nmailstack relative to the peers (throughput x, p50/p99 latency x, CPU/message x):")
-    for r in results:
-        key = (r.size, r.concurrency, r.per_session)
-        if r.server == "mailstack" or key not in ours:
-            continue
-        m = ours[key]
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:5.2f}" if a and b else "  n/a"
 
-        def ratio(a: float | None, b: float | None) -> str:
-            return f"{a / b:5.2f}" if a and b else "  n/a"
-
+    for variant in dict.fromkeys(r.server for r in results if r.server not in PEERS):
+        ours = {(r.size, r.concurrency, r.per_session): r for r in results if r.server == variant}
         print(
-            f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d} {_mode(r)}"
-            f" throughput {ratio(m.per_second, r.per_second)}"
-            f"  p50 {ratio(m.p50_ms, r.p50_ms)}  p99 {ratio(m.p99_ms, r.p99_ms)}"
-            f"  cpu/msg {ratio(m.cpu_ms_per_message, r.cpu_ms_per_message)}"
+            f"\n{variant} relative to the peers (throughput x, p50/p99 latency x, CPU/message x):"
         )
+        for r in results:
+            key = (r.size, r.concurrency, r.per_session)
+            if r.server not in PEERS or key not in ours:
+                continue
+            m = ours[key]
+            print(
+                f"  vs {r.server:9s} {r.size:>7d} B c={r.concurrency:<3d} {_mode(r)}"
+                f" throughput {ratio(m.per_second, r.per_second)}"
+                f"  p50 {ratio(m.p50_ms, r.p50_ms)}  p99 {ratio(m.p99_ms, r.p99_ms)}"
+                f"  cpu/msg {ratio(m.cpu_ms_per_message, r.cpu_ms_per_message)}"
+            )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ writer, and the two serialize on the database's write lock (SQLite's BEGIN
 IMMEDIATE, PostgreSQL's advisory lock) like two processes sharing a store.
 
 Lifecycle: :meth:`ProcessWriter.run` starts the child (``python -m
-mailstack.store.writer_process FD``) and restarts it if it dies.  Writes
+mailstack.store.writer_process FD``) when the first new message arrives,
+and restarts it if it dies.  Writes
 that find no child ready, or were still queued when it died, go to the
 ``fallback`` (the thread writer), so a child that cannot start costs speed,
 never mail.  A batch in flight when the child dies fails with
@@ -194,6 +195,9 @@ class ProcessWriter:
         self._send, self._receive = trio.open_memory_channel[_Pending](self._max_batch * 4)
         self._stream: trio.SocketStream | None = None
         self._child_pid: int | None = None
+        # Set by the first new message: a process that never receives mail
+        # (IMAP or POP3 only) never starts a child.
+        self._wanted = trio.Event()
 
     @property
     def ready_pid(self) -> int | None:
@@ -204,6 +208,7 @@ class ProcessWriter:
         """Commit ``write`` durably (in the child, else by the fallback);
         raises its store error or TemporaryFailure."""
         if self._stream is None:
+            self._wanted.set()
             return await self._fallback(write)
         pending = _Pending(write, trio.Event())
         try:
@@ -221,6 +226,7 @@ class ProcessWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
+            await self._wanted.wait()
             while True:
                 started = trio.current_time()
                 try:

@@ -518,11 +518,6 @@ async def test_writer_process_delivers_mx_and_submission_mail(
         stack = await stack_factory(
             services=("smtp", "submission"), database={"writer_process": True}
         )
-        with trio.fail_after(30):
-            while True:
-                if stack.store.writer_process_pid is not None:
-                    break  # the child is up
-                await trio.sleep(0.05)
         mx_host, mx_port = stack.addr("smtp")
         sub_host, sub_port = stack.addr("submission")
         context = stack.client_ssl_context()
@@ -538,8 +533,15 @@ async def test_writer_process_delivers_mx_and_submission_mail(
                 client.login("bob@example.test", "bob-password")
                 return client.sendmail("bob@example.test", ["alice@example.test"], MESSAGE)
 
+        # The first message starts the child (the thread writer takes it).
+        await in_thread(send_mx, 0)
+        with trio.fail_after(30):
+            while True:
+                if stack.store.writer_process_pid is not None:
+                    break  # the child is up
+                await trio.sleep(0.05)
         async with trio.open_nursery() as nursery:
-            for number in range(20):
+            for number in range(1, 20):
                 nursery.start_soon(in_thread, send_mx, number)
             nursery.start_soon(in_thread, submit)
         received = await messages_of(stack, "alice@example.test")

@@ -28,7 +28,7 @@ async def child_store(config: Config) -> AsyncIterator[Store]:
     migrate.upgrade(config.database_url)
     config = replace(config, database=replace(config.database, writer_process=True))
     async with open_store(config) as opened:
-        await ready_pid(opened)
+        assert opened.writer_process_pid is None  # started by the first message
         yield opened
 
 
@@ -36,6 +36,12 @@ async def child_store(config: Config) -> AsyncIterator[Store]:
 async def carol(child_store: Store) -> AccountRecord:
     await child_store.add_domain("example.test")
     return await child_store.add_account("carol@example.test", "hash-c")
+
+
+async def first_message_starts_the_child(store: Store, account: AccountRecord) -> int:
+    [stored] = await store.deliver([account.id], message("starter"))
+    assert stored.uid == 1  # committed by the thread writer meanwhile
+    return await ready_pid(store)
 
 
 async def ready_pid(store: Store, *, other_than: int | None = None) -> int:
@@ -58,7 +64,7 @@ def alive(pid: int) -> bool:
 async def test_deliveries_are_committed_by_the_child(
     child_store: Store, carol: AccountRecord
 ) -> None:
-    pid = await ready_pid(child_store)
+    pid = await first_message_starts_the_child(child_store, carol)
     assert pid != os.getpid()
     sent = [message(f"m{i}") for i in range(30)]
     stored: list[int] = []
@@ -78,10 +84,10 @@ async def test_deliveries_are_committed_by_the_child(
             os.kill(pid, signal.SIGCONT)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert sorted(stored) == list(range(1, 31))
+    assert sorted(stored) == list(range(2, 32))
     inbox = await child_store.get_mailbox(carol.id, "INBOX")
     assert inbox is not None
-    records = await child_store.list_messages(inbox.id)
+    records = await child_store.list_messages(inbox.id, since_uid=1)
     contents = await child_store.read_contents([r.content_id for r in records])
     assert sorted(contents[r.content_id] for r in records) == sorted(sent)
     # The analysis made in the child is stored with the message (IMAP ENVELOPE).
@@ -89,20 +95,22 @@ async def test_deliveries_are_committed_by_the_child(
 
 
 async def test_store_errors_cross_from_the_child(child_store: Store, carol: AccountRecord) -> None:
-    await child_store.set_quota("carol@example.test", None, 1)
-    await child_store.deliver([carol.id], message("first"))
+    await first_message_starts_the_child(child_store, carol)
+    await child_store.set_quota("carol@example.test", None, 2)
+    await child_store.deliver([carol.id], message("second"))
     with pytest.raises(OverQuota):
-        await child_store.deliver([carol.id], message("second"))
-    assert (await child_store.quota_usage(carol.id)).messages_used == 1
+        await child_store.deliver([carol.id], message("third"))
+    assert (await child_store.quota_usage(carol.id)).messages_used == 2
 
 
 async def test_submission_queues_through_the_child(
     child_store: Store, carol: AccountRecord
 ) -> None:
+    await first_message_starts_the_child(child_store, carol)
     outgoing = Outgoing(sender="carol@example.test", recipients=("dave@remote.test",))
     raw = message("out")
     [local] = await child_store.submit([carol.id], raw, outgoing)
-    assert local.uid == 1
+    assert local.uid == 2
     [queued] = await child_store.list_queue()
     assert [r.address for r in queued.recipients] == ["dave@remote.test"]
     assert await child_store.read_queued_content(queued.id) == raw
@@ -111,7 +119,7 @@ async def test_submission_queues_through_the_child(
 async def test_a_killed_child_is_replaced_and_no_write_is_lost(
     child_store: Store, carol: AccountRecord
 ) -> None:
-    first = await ready_pid(child_store)
+    first = await first_message_starts_the_child(child_store, carol)
     outcome: list[BaseException | None] = []
 
     async def deliver_in_flight() -> None:
@@ -138,7 +146,7 @@ async def test_a_killed_child_is_replaced_and_no_write_is_lost(
     inbox = await child_store.get_mailbox(carol.id, "INBOX")
     assert inbox is not None
     subjects = {r.headers["subject"] for r in await child_store.list_messages(inbox.id)}
-    assert subjects == {"during", "after"}
+    assert subjects == {"starter", "during", "after"}
 
 
 async def test_the_child_ignores_group_signals_and_ends_with_the_store(
@@ -147,9 +155,9 @@ async def test_the_child_ignores_group_signals_and_ends_with_the_store(
     migrate.upgrade(config.database_url)
     config = replace(config, database=replace(config.database, writer_process=True))
     async with open_store(config) as store:
-        pid = await ready_pid(store)
         await store.add_domain("example.test")
         account = await store.add_account("erin@example.test", "hash-e")
+        pid = await first_message_starts_the_child(store, account)
         # A terminal's Ctrl-C or systemd's stop reaches the whole group: the
         # child keeps committing while the server drains its sessions.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
