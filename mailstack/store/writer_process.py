@@ -153,13 +153,16 @@ def child_main(fd: int) -> None:
     while True:
         try:
             writes: list[NewMessage] = _receive_blocking(sock)
-        except EOFError:
-            break
+        except (EOFError, OSError):
+            break  # the parent closed the socket or died
         batch: list[Work[Any]] = [
             Work(prepare=partial(applier, write), inserts_only=True) for write in writes
         ]
         run_batch(sessions, batch, postgresql)
-        sock.sendall(_frame([(work.result, _portable(work.error)) for work in batch]))
+        try:
+            sock.sendall(_frame([(work.result, _portable(work.error)) for work in batch]))
+        except OSError:
+            break  # the parent died during the batch: it was committed, nobody waits
     engine.dispose()
 
 

@@ -85,6 +85,9 @@ allow_plaintext_login = true
 [service]
 shutdown_grace_seconds = 1.0
 
+[database]
+writer_process = {writer_process}
+
 [logging]
 level = "warning"
 """
@@ -183,6 +186,8 @@ class Server:
                 [sys.executable, "-m", "mailstack", "--config", str(self.config_path), "serve"],
                 stdout=subprocess.PIPE,
                 stderr=log,
+                # Its own process group: the server and its writer process.
+                start_new_session=True,
             )
 
     def start(self) -> None:
@@ -205,13 +210,34 @@ class Server:
             for match in re.finditer(rb"listening: (\w+) tcp://127\.0\.0\.1:(\d+)", pending):
                 self.ports[match[1].decode()] = int(match[2])
 
-    def kill(self) -> None:
+    def kill(self, *, group: bool = False) -> None:
+        """SIGKILL the server; with ``group`` its writer process at the same
+        instant too (as a power cut or an OOM kill of the unit would).
+        Without, an orphaned writer process finishes its batch and exits on
+        its own; either way no process of this server outlives the call."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            if group:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        if self.process is not None:
+            _wait_for_group_exit(self.process.pid)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
         self.process = None
+
+
+def _wait_for_group_exit(pgid: int, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    os.killpg(pgid, signal.SIGKILL)
+    raise RuntimeError(f"process group {pgid} was still running {seconds} s after the kill")
 
 
 # -- client workers: run until the server dies or the cycle ends ------------------
@@ -537,10 +563,12 @@ class Report:
         )
 
 
-def setup(workdir: Path) -> Server:
+def setup(workdir: Path, *, writer_process: bool = False) -> Server:
     data_dir = workdir / "data"
     config_path = workdir / "mailstack.toml"
-    config_path.write_text(CONFIG.format(data_dir=data_dir))
+    config_path.write_text(
+        CONFIG.format(data_dir=data_dir, writer_process=str(writer_process).lower())
+    )
     server = Server(config_path, workdir / "server.log")
     server.cli("db", "upgrade")
     server.cli("domain", "add", DOMAIN)
@@ -556,12 +584,16 @@ def run_campaign(
     kills: int,
     min_run: float = 0.2,
     max_run: float = 1.2,
+    writer_process: bool = False,
     log: Callable[[str], None] = lambda text: None,
 ) -> Report:
-    """``kills`` cycles of start, load, SIGKILL, verify; stops at the first problem."""
+    """``kills`` cycles of start, load, SIGKILL, verify; stops at the first problem.
+
+    With ``writer_process`` (``[database] writer_process``) half the kills
+    take the server's whole process group, half only the server."""
     started = time.monotonic()
     rng = random.Random(seed)
-    server = setup(workdir)
+    server = setup(workdir, writer_process=writer_process)
     ledger = Ledger()
     token_counter = iter(range(10**9))
     token_lock = threading.Lock()
@@ -599,7 +631,7 @@ def run_campaign(
         for thread in threads:
             thread.start()
         time.sleep(rng.uniform(min_run, max_run))
-        server.kill()
+        server.kill(group=writer_process and rng.random() < 0.5)
         stop.set()
         for thread in threads:
             thread.join(CLIENT_TIMEOUT * 2)

@@ -17,6 +17,8 @@ import pytest
 from tests.crash.harness import run_campaign
 
 KILLS = int(os.environ.get("MAILSTACK_CRASH_KILLS", "20"))
+# The same with [database] writer_process = true (a shorter campaign in CI).
+WRITER_PROCESS_KILLS = int(os.environ.get("MAILSTACK_CRASH_KILLS_WRITER_PROCESS", "10"))
 SEED = int(os.environ.get("MAILSTACK_CRASH_SEED", "11"))
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
@@ -31,4 +33,17 @@ def test_acknowledged_mail_survives_sigkill(tmp_path: Path) -> None:
     assert report.kills == KILLS
     # The workload must have exercised something for the verdict to mean anything.
     assert report.acked_verified > KILLS
+    assert report.deletions_verified > 0
+
+
+def test_acknowledged_mail_survives_sigkill_with_writer_process(tmp_path: Path) -> None:
+    report = run_campaign(
+        tmp_path, seed=SEED, kills=WRITER_PROCESS_KILLS, writer_process=True, log=print
+    )
+    print(report.summary())
+    assert not report.problems, f"seed {SEED}, after kill {report.kills}: " + "; ".join(
+        report.problems[:10]
+    )
+    assert report.kills == WRITER_PROCESS_KILLS
+    assert report.acked_verified > WRITER_PROCESS_KILLS
     assert report.deletions_verified > 0
