@@ -13,6 +13,9 @@ Servers (each a separate process, started here with a private config):
   mailstack-wp: the same with ``[database] writer_process = true`` (new
   messages committed by a child process; its CPU is counted as the server's).
 - aiosmtpd: a handler that appends each message to a file and fsyncs it.
+- trio-floor (``--servers ... trio-floor``): not a peer but a reference, a
+  trio server that answers every command with a canned reply and stores
+  nothing: the most any trio server can do per second on the machine.
 - Postfix: a private instance (own config_directory, queue_directory,
   loopback port, ``discard`` local transport) when /usr/sbin/postfix exists
   and we are root; ``--no-postfix`` skips it.
@@ -60,7 +63,7 @@ RECIPIENT = f"user@{DOMAIN}"
 SENDER = f"sender@{DOMAIN}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-PEERS = ("aiosmtpd", "postfix")
+PEERS = ("aiosmtpd", "postfix", "trio-floor")
 
 
 # -- servers ------------------------------------------------------------------------
@@ -218,6 +221,50 @@ def start_aiosmtpd(directory: Path) -> Server:
     port = free_port()
     argv = [PYTHON, "-c", AIOSMTPD_SERVER, str(port), str(directory / "aiosmtpd.mbox")]
     return SubprocessServer("aiosmtpd", argv, port, directory / "aiosmtpd.log")
+
+
+# A reference, not a peer: the least a trio server can do per session here.
+# It answers every command with a canned reply, parses nothing, stores
+# nothing (no fsync): no real server on trio can be faster on this machine.
+TRIO_FLOOR_SERVER = """
+import sys, trio
+
+REPLIES = {b"EHLO": b"250-floor\\r\\n250 PIPELINING\\r\\n", b"DATA": b"354 go\\r\\n",
+           b"QUIT": b"221 bye\\r\\n"}
+
+async def session(stream):
+    await stream.send_all(b"220 floor\\r\\n")
+    buffer, in_data = b"", False
+    while True:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return
+        buffer += chunk
+        while True:
+            if in_data:
+                end = buffer.find(b"\\r\\n.\\r\\n")
+                if end < 0:
+                    break
+                buffer, in_data = buffer[end + 5:], False
+                await stream.send_all(b"250 ok\\r\\n")
+                continue
+            end = buffer.find(b"\\r\\n")
+            if end < 0:
+                break
+            verb, buffer = buffer[:4].upper(), buffer[end + 2:]
+            await stream.send_all(REPLIES.get(verb, b"250 ok\\r\\n"))
+            in_data = verb == b"DATA"
+            if verb == b"QUIT":
+                return
+
+trio.run(trio.serve_tcp, session, int(sys.argv[1]))
+"""
+
+
+def start_trio_floor(directory: Path) -> Server:
+    port = free_port()
+    argv = [PYTHON, "-c", TRIO_FLOOR_SERVER, str(port)]
+    return SubprocessServer("trio-floor", argv, port, directory / "trio-floor.log")
 
 
 class PostfixServer(Server):
@@ -457,7 +504,8 @@ def main() -> None:
         "--servers",
         nargs="+",
         default=["mailstack", "mailstack-wp", "aiosmtpd", "postfix"],
-        help="mailstack-wp: mailstack with [database] writer_process = true",
+        help="mailstack-wp: mailstack with [database] writer_process = true;"
+        " trio-floor (not by default): a trio server that parses and stores nothing",
     )
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
     parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
@@ -476,6 +524,7 @@ def main() -> None:
         "mailstack-wp": lambda d: start_mailstack(d, max_batch=args.max_batch, writer_process=True),
         "aiosmtpd": start_aiosmtpd,
         "postfix": PostfixServer,
+        "trio-floor": start_trio_floor,
     }
     results: list[Result] = []
     for name in args.servers:

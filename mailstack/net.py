@@ -145,6 +145,8 @@ def _address(sockaddr: object) -> tuple[str, int]:
     so per-IP limits and throttling see one address per client."""
     assert isinstance(sockaddr, tuple)
     host, port = str(sockaddr[0]), int(sockaddr[1])
+    if ":" not in host:
+        return host, port  # AF_INET: already plain IPv4 (skips parsing per connection)
     try:
         addr = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -189,6 +191,9 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
     """Close without ever hanging: TLS streams get a bounded attempt at
     close_notify; on timeout, error or cancellation trio's SSLStream closes
     the socket forcefully, and a plain socket closes at once."""
+    if isinstance(stream, trio.SocketStream):
+        await stream.aclose()  # never blocks: no timer needed (one per session)
+        return
     with trio.move_on_after(CLOSE_SECONDS):
         try:
             await stream.aclose()

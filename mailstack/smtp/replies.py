@@ -8,6 +8,7 @@ sends is built here, so the wording and codes live in one catalogue.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -27,17 +28,24 @@ class Reply:
 
     def render(self) -> bytes:
         """RFC 5321 4.2.1: "code-text" on every line but the last, "code text" on it."""
-        lines = self.lines or ("",)
-        prefix = f"{self.enhanced} " if self.enhanced else ""
-        out = []
-        last = len(lines) - 1
-        for index, line in enumerate(lines):
-            sep = " " if index == last else "-"
-            out.append(f"{self.code}{sep}{prefix}{line}\r\n")
-        return "".join(out).encode("utf-8")
+        return _render(self)
 
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
+
+
+@functools.lru_cache(maxsize=512)
+def _render(reply: Reply) -> bytes:
+    # Cached: nearly every reply is one of the catalogue's constants, sent
+    # several times per message.
+    lines = reply.lines or ("",)
+    prefix = f"{reply.enhanced} " if reply.enhanced else ""
+    out = []
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        sep = " " if index == last else "-"
+        out.append(f"{reply.code}{sep}{prefix}{line}\r\n")
+    return "".join(out).encode("utf-8")
 
 
 # -- catalogue ------------------------------------------------------------------
