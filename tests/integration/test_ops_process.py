@@ -29,6 +29,7 @@ import os
 import poplib
 import shlex
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -144,6 +145,9 @@ def write_instance(tmp_path: Path, ca: trustme.CA, name: str) -> tuple[Path, Ins
         section.append(f'tls_listen = ["127.0.0.1:{tls_port}"]')
     if name == "smtp":  # no SPF/DKIM/DMARC lookups on the system's DNS
         section.append("authentication_checks = false")
+        # As installed (etc/mailstack.toml): the writer process, under the
+        # same MemoryDenyWriteExecute equivalent and through the SIGTERM.
+        section += ["[database]", "writer_process = true"]
     config_file = tmp_path / "mailstack.toml"
     config_file.write_text(
         "\n".join(
@@ -252,7 +256,42 @@ def imap_login(instance: Instance) -> None:
         client.logout()
 
 
-LOGINS: dict[str, Callable[[Instance], None]] = {"pop3": pop3_login, "imap": imap_login}
+FIRST_MESSAGE = b"From: sender@client.test\r\nSubject: first\r\n\r\nbefore the stop\r\n"
+
+
+def smtp_first_message(instance: Instance) -> None:
+    """One delivery before the stop: it starts the writer process."""
+    assert instance.plain_port is not None
+    with smtplib.SMTP("127.0.0.1", instance.plain_port, timeout=30) as client:
+        assert client.sendmail("sender@client.test", [ALICE], FIRST_MESSAGE) == {}
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+LOGINS: dict[str, Callable[[Instance], None]] = {
+    "pop3": pop3_login,
+    "imap": imap_login,
+    "smtp": smtp_first_message,
+}
 
 
 async def read_reply(stream: trio.SocketStream, buffer: bytearray) -> bytes:
@@ -341,6 +380,11 @@ async def test_unit_exec_start_lifecycle(
                 await stream.aclose()
             if name in LOGINS:
                 await trio.to_thread.run_sync(LOGINS[name], instance)
+            writers: list[int] = []
+            if name == "smtp":
+                while not writers:  # the first message started the writer process
+                    writers = children_of(process.pid)
+                    await trio.sleep(0.05)
             await notifications.wait_for("WATCHDOG=1")
 
             if instance.tls_port is not None:
@@ -389,8 +433,12 @@ async def test_unit_exec_start_lifecycle(
         assert "INFO mailstack.service SIGHUP: log level is now debug" in log
         assert "SIGHUP: changes to database take effect at the next restart" in log
     assert "INFO mailstack.service stopped" in log
+    # The writer process ended with the server (it ignores SIGTERM itself).
+    assert not [pid for pid in writers if process_exists(pid)]
     if reply is not None and message is not None:
         stored = await inbox_contents(instance.config, ALICE)
+        assert stored[0].endswith(FIRST_MESSAGE)
+        stored = stored[1:]
         if reply.startswith(b"250"):
             [raw] = stored
             assert raw.endswith(message), "acknowledged message not stored whole"
