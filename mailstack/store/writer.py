@@ -28,6 +28,7 @@ from mailstack.store import transactions as tx
 from mailstack.store.records import AlreadyExists, StoreError, TemporaryFailure
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 log = logging.getLogger("mailstack.store")
 
@@ -163,6 +164,18 @@ def _transaction(
         tx.flush_deferred(session)
 
 
+def take_batch(first: W, receive: trio.MemoryReceiveChannel[W], max_batch: int) -> list[W]:
+    """``first`` and whatever else is already queued, up to ``max_batch``:
+    no timer, so the batch is as large as the load made it."""
+    batch = [first]
+    while len(batch) < max_batch:
+        try:
+            batch.append(receive.receive_nowait())
+        except trio.WouldBlock:
+            break
+    return batch
+
+
 class GroupCommitWriter:
     def __init__(
         self,
@@ -222,13 +235,7 @@ class GroupCommitWriter:
         task_status.started()
         try:
             async for first in self._receive:
-                batch = [first]
-                while len(batch) < self._max_batch:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._run(batch)
+                await self._run(take_batch(first, self._receive, self._max_batch))
         finally:
             self._running = False
             self._fail_pending()

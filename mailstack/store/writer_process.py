@@ -52,7 +52,7 @@ from mailstack.store import engine as engines
 from mailstack.store import queue
 from mailstack.store import transactions as tx
 from mailstack.store.records import Outgoing, StoredMessage, StoreError, TemporaryFailure
-from mailstack.store.writer import Work, run_batch
+from mailstack.store.writer import Work, run_batch, take_batch
 
 log = logging.getLogger("mailstack.store")
 
@@ -268,12 +268,7 @@ class ProcessWriter:
 
     async def _serve_batches(self, stream: trio.SocketStream) -> None:
         async for first in self._receive:
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            batch = take_batch(first, self._receive, self._max_batch)
             # Shielded: a batch the child may be committing must get its
             # answer, as the thread writer's does.
             with trio.CancelScope(shield=True):

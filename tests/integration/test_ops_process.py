@@ -47,6 +47,7 @@ from mailstack import service
 from mailstack.config import Config, load_config
 from mailstack.store import migrate
 from mailstack.store.store import Store
+from tests.support.processes import process_exists
 
 from .conftest import ACCOUNTS, create_accounts
 
@@ -277,14 +278,6 @@ def children_of(pid: int) -> list[int]:
             if f"\nPPid:\t{pid}\n" in status:
                 found.append(int(entry.name))
     return found
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 LOGINS: dict[str, Callable[[Instance], None]] = {

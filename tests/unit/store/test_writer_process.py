@@ -19,6 +19,7 @@ from mailstack.config import Config
 from mailstack.store import migrate
 from mailstack.store.records import AccountRecord, Outgoing, OverQuota, TemporaryFailure
 from mailstack.store.store import Store, open_store
+from tests.support.processes import process_exists
 
 from .store_support import message
 
@@ -51,14 +52,6 @@ async def ready_pid(store: Store, *, other_than: int | None = None) -> int:
             if pid is not None and pid != other_than:
                 return pid
             await trio.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_deliveries_are_committed_by_the_child(
@@ -141,7 +134,7 @@ async def test_a_killed_child_is_replaced_and_no_write_is_lost(
     # gap, then a new child takes over.
     await child_store.deliver([carol.id], message("during"))
     second = await ready_pid(child_store, other_than=first)
-    assert alive(second) and not alive(first)
+    assert process_exists(second) and not process_exists(first)
     await child_store.deliver([carol.id], message("after"))
     inbox = await child_store.get_mailbox(carol.id, "INBOX")
     assert inbox is not None
@@ -167,6 +160,6 @@ async def test_the_child_ignores_group_signals_and_ends_with_the_store(
         assert store.writer_process_pid == pid
     with trio.fail_after(15):
         while True:
-            if not alive(pid):
+            if not process_exists(pid):
                 break
             await trio.sleep(0.05)
