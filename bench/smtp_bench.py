@@ -7,6 +7,11 @@ counts once the server answered 250 to the end of DATA; for mailstack that
 means committed and fsynced (group commit), for aiosmtpd the handler wrote
 and fsynced it to a file, Postfix fsyncs its queue file before the 250.
 
+All servers run at once, idle but for the one under load: each
+configuration's messages are sent in ``--rounds`` interleaved shares (server
+A, B, C, then C, B, A, ...), so a shift in the shared machine's load hits
+every server alike.
+
 Servers (each a separate process, started here with a private config):
 
 - mailstack: ``mailstack serve smtp`` on a fresh data dir (SQLite), and
@@ -39,6 +44,7 @@ daemons, mailstack's writer process).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -462,37 +468,67 @@ def warm_up(server: Server, args: argparse.Namespace) -> None:
     time.sleep(1.0)
 
 
-def measure(
-    server: Server, size: int, concurrency: int, per_session: int, args: argparse.Namespace
-) -> Result:
+def messages_for(size: int, concurrency: int, per_session: int, args: argparse.Namespace) -> int:
     messages = args.messages if size <= 4096 else max(concurrency * 4, args.messages // 4)
-    # Whole sessions only: every session sends per_session messages.
-    messages = max(messages, per_session * concurrency)
-    messages -= messages % (per_session * concurrency)
-    use_source = Path(SMTP_SOURCE).exists() and not args.trio_only
+    # Whole sessions only, in every round: each session sends per_session messages.
+    unit = per_session * concurrency * args.rounds
+    return max(unit, messages - messages % unit)
+
+
+def throughput_chunk(
+    server: Server, size: int, concurrency: int, per_session: int, messages: int, use_source: bool
+) -> tuple[float, float]:
+    """(seconds, server CPU seconds) for ``messages`` messages."""
     cpu_before = server.cpu_seconds()
     if use_source:
         elapsed = run_smtp_source(server.port, size, concurrency, messages, per_session)
     else:
         elapsed, _ = run_trio_generator(server.port, size, concurrency, messages, per_session)
-    cpu = server.cpu_seconds() - cpu_before
-    # Latency: a shorter run with the timing generator at the same concurrency.
-    lat_messages = max(concurrency * per_session * 2, messages // 4)
-    lat_messages -= lat_messages % per_session
-    _, latencies = run_trio_generator(server.port, size, concurrency, lat_messages, per_session)
-    latencies.sort()
-    return Result(
-        server=server.name,
-        size=size,
-        concurrency=concurrency,
-        messages=messages,
-        per_session=per_session,
-        generator="smtp-source" if use_source else "trio",
-        per_second=messages / elapsed,
-        p50_ms=statistics.median(latencies) * 1000 if latencies else None,
-        p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else None,
-        cpu_ms_per_message=cpu / messages * 1000,
-    )
+    return elapsed, server.cpu_seconds() - cpu_before
+
+
+def measure_all(
+    servers: list[Server], size: int, concurrency: int, per_session: int, args: argparse.Namespace
+) -> list[Result]:
+    """One configuration on every server, interleaved: ``--rounds`` rounds,
+    each giving every server a share of the messages in turn (the order
+    reversed every other round), so a change in the shared machine's load
+    falls on all servers alike instead of on whichever ran at that minute."""
+    messages = messages_for(size, concurrency, per_session, args)
+    chunk = messages // args.rounds
+    use_source = Path(SMTP_SOURCE).exists() and not args.trio_only
+    elapsed = dict.fromkeys((s.name for s in servers), 0.0)
+    cpu = dict.fromkeys((s.name for s in servers), 0.0)
+    for round_number in range(args.rounds):
+        order = servers if round_number % 2 == 0 else servers[::-1]
+        for server in order:
+            seconds, cpu_seconds = throughput_chunk(
+                server, size, concurrency, per_session, chunk, use_source
+            )
+            elapsed[server.name] += seconds
+            cpu[server.name] += cpu_seconds
+    results = []
+    for server in servers:
+        # Latency: a shorter run with the timing generator at the same concurrency.
+        lat_messages = max(concurrency * per_session * 2, messages // 4)
+        lat_messages -= lat_messages % per_session
+        _, latencies = run_trio_generator(server.port, size, concurrency, lat_messages, per_session)
+        latencies.sort()
+        results.append(
+            Result(
+                server=server.name,
+                size=size,
+                concurrency=concurrency,
+                messages=messages,
+                per_session=per_session,
+                generator="smtp-source" if use_source else "trio",
+                per_second=messages / elapsed[server.name],
+                p50_ms=statistics.median(latencies) * 1000 if latencies else None,
+                p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else None,
+                cpu_ms_per_message=cpu[server.name] / messages * 1000,
+            )
+        )
+    return results
 
 
 def main() -> None:
@@ -519,6 +555,12 @@ def main() -> None:
         " trio-floor (not by default): a trio server that parses and stores nothing",
     )
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="each configuration's messages in this many interleaved shares per server",
+    )
     parser.add_argument("--trio-only", action="store_true", help="do not use smtp-source")
     parser.add_argument("--json", type=Path, help="also write the result rows here (bench/rows.py)")
     parser.add_argument("--generate", nargs=5, type=int, help=argparse.SUPPRESS)
@@ -538,25 +580,28 @@ def main() -> None:
         "trio-floor": start_trio_floor,
     }
     results: list[Result] = []
-    for name in args.servers:
-        if name == "postfix" and (not Path("/usr/sbin/postfix").exists() or os.geteuid() != 0):
-            print("postfix: skipped (not installed or not root)", file=sys.stderr)
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"smtp-bench-{name}-") as tmp:
-            directory = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        servers: list[Server] = []
+        for name in args.servers:
+            if name == "postfix" and (not Path("/usr/sbin/postfix").exists() or os.geteuid() != 0):
+                print("postfix: skipped (not installed or not root)", file=sys.stderr)
+                continue
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix=f"smtp-bench-{name}-"))
+            )
             if name == "postfix":
                 os.chmod(directory, 0o755)
             server = starters[name](directory)
-            try:
-                warm_up(server, args)
-                for size in args.sizes:
-                    for concurrency in args.concurrency:
-                        for per_session in args.per_session:
-                            result = measure(server, size, concurrency, per_session, args)
-                            results.append(result)
-                            print(describe(result), flush=True)
-            finally:
-                server.stop()
+            stack.callback(server.stop)
+            servers.append(server)
+        for server in servers:
+            warm_up(server, args)
+        for size in args.sizes:
+            for concurrency in args.concurrency:
+                for per_session in args.per_session:
+                    for result in measure_all(servers, size, concurrency, per_session, args):
+                        results.append(result)
+                        print(describe(result), flush=True)
     print_ratios(results)
     rows.write(args.json, result_rows(results))
 
