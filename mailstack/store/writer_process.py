@@ -36,6 +36,7 @@ import pickle
 import signal
 import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -249,6 +250,11 @@ class ProcessWriter:
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "mailstack.store.writer_process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
+                # Logs go to the inherited stderr (the journal); stdin and
+                # stdout stay the server's alone (a reader of the server's
+                # stdout sees EOF when the server ends, not its child).
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
             )
         finally:
             theirs.close()
