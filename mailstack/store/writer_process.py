@@ -60,6 +60,10 @@ log = logging.getLogger("mailstack.store")
 _LENGTH = struct.Struct("!I")
 # A child that dies this soon after its start is not restarted at once.
 RESTART_DELAY_SECONDS = 1.0
+# A child that keeps failing at once waits twice as long each time, up to this.
+MAX_RESTART_DELAY_SECONDS = 60.0
+# What the child runs (the module's own entry point, at the end of this file).
+CHILD_COMMAND = (sys.executable, "-m", "mailstack.store.writer_process")
 # Shutdown: how long the child gets to finish after its socket closed.
 EXIT_SECONDS = 10.0
 
@@ -231,15 +235,26 @@ class ProcessWriter:
         task_status.started()
         try:
             await self._wanted.wait()
+            delay = RESTART_DELAY_SECONDS
             while True:
                 started = trio.current_time()
                 try:
                     await self._serve_one_child()
-                except (OSError, EOFError, pickle.UnpicklingError, trio.BrokenResourceError) as exc:
-                    log.warning("writer process failed (%s); the writer thread takes over", exc)
-                self._hand_back_queued()
-                if trio.current_time() - started < RESTART_DELAY_SECONDS:
-                    await trio.sleep(RESTART_DELAY_SECONDS)
+                except Exception as exc:  # whatever the child did, the server goes on
+                    # A child that died young waits before the next start (and
+                    # twice as long each time): never spin on a broken child.
+                    wait = delay if trio.current_time() - started < delay else 0.0
+                    log.warning(
+                        "writer process failed (%s); the writer thread takes over,"
+                        " next start in %.0f s",
+                        exc,
+                        wait,
+                    )
+                    self._hand_back_queued()
+                    await trio.sleep(wait)
+                    delay = (
+                        min(delay * 2, MAX_RESTART_DELAY_SECONDS) if wait else RESTART_DELAY_SECONDS
+                    )
         finally:
             self._receive.close()
             self._hand_back_queued()
@@ -248,7 +263,7 @@ class ProcessWriter:
         ours, theirs = socket.socketpair()
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "mailstack.store.writer_process", str(theirs.fileno())],
+                [*CHILD_COMMAND, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 # Logs go to the inherited stderr (the journal); stdin and
                 # stdout stay the server's alone (a reader of the server's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -163,3 +164,32 @@ async def test_the_child_ignores_group_signals_and_ends_with_the_store(
             if not process_exists(pid):
                 break
             await trio.sleep(0.05)
+
+
+async def test_a_child_that_cannot_start_costs_speed_not_mail(
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mailstack.store import writer_process
+
+    monkeypatch.setattr(
+        writer_process, "CHILD_COMMAND", (sys.executable, "-c", "raise SystemExit(3)")
+    )
+    migrate.upgrade(config.database_url)
+    config = replace(config, database=replace(config.database, writer_process=True))
+    async with open_store(config) as store:
+        await store.add_domain("example.test")
+        account = await store.add_account("frank@example.test", "hash-f")
+        for number in range(6):
+            await store.deliver([account.id], message(f"m{number}"))
+            await trio.sleep(0.5)
+        assert store.writer_process_pid is None
+        inbox = await store.get_mailbox(account.id, "INBOX")
+        assert inbox is not None
+        assert len(await store.list_messages(inbox.id)) == 6
+    waits = [
+        r.getMessage().rsplit("next start in ", 1)[1]
+        for r in caplog.records
+        if "writer process failed" in r.getMessage()
+    ]
+    # Each start failed at once: the pause before the next one doubled.
+    assert waits[:2] == ["1 s", "2 s"]
