@@ -37,6 +37,10 @@ from mailstack.store.records import Change, StoreError
 log = logging.getLogger("mailstack.store")
 
 POLL_SECONDS = 0.15
+# With no subscriber the cursor is only kept fresh, at this pace at most and
+# whatever the commit rate: a new subscriber then starts at most this far
+# behind (the subscriber contract allows changes from shortly before).
+IDLE_REFRESH_SECONDS = 0.15
 # Least time between two polls (the most a local commit waits to be seen).
 COALESCE_SECONDS = 0.01
 QUEUE_SIZE = 1000
@@ -75,8 +79,9 @@ class ChangeWatcher:
         return bool(self._subscribers)
 
     def kick(self) -> None:
-        """Poll now (called after a local commit)."""
-        self._wakeup.set()
+        """Poll now (called after a local commit), if anyone listens."""
+        if self._subscribers:
+            self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cursor = await self._last_change_id()
@@ -96,7 +101,10 @@ class ChangeWatcher:
 
     async def _tail(self, cursor: int) -> None:
         while True:
-            with trio.move_on_after(self._poll_seconds):
+            wait = self._poll_seconds
+            if not self._subscribers:
+                wait = min(wait, IDLE_REFRESH_SECONDS)
+            with trio.move_on_after(wait):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             try:

@@ -88,3 +88,32 @@ async def test_a_subscriber_arriving_during_the_max_read_misses_nothing() -> Non
             await subscribed.wait()
             assert await channels[0].receive() == committed[0]
         nursery.cancel_scope.cancel()
+
+
+async def test_without_subscribers_commits_do_not_drive_reads() -> None:
+    from mailstack.store import watcher as watcher_module
+
+    log = ChangeLog()
+    # A PostgreSQL-like safety poll: only the idle refresh keeps the cursor fresh.
+    watcher = ChangeWatcher(log.changes_since, log.last_change_id, poll_seconds=10.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watcher.run)
+        reads_at_start = log.max_reads
+        started = trio.current_time()
+        for _ in range(40):  # a commit (and its kick) every 10 ms
+            log.add(account_id=1)
+            watcher.kick()
+            await trio.sleep(0.01)
+        elapsed = trio.current_time() - started
+        reads = log.max_reads - reads_at_start
+        # One read per IDLE_REFRESH_SECONDS at most, not one per commit.
+        assert 1 <= reads <= elapsed / watcher_module.IDLE_REFRESH_SECONDS + 1
+        assert log.loads == 0
+        # The cursor stayed close: a new subscriber hears the next change first.
+        await trio.sleep(watcher_module.IDLE_REFRESH_SECONDS * 2)
+        channel = watcher.subscribe(1)
+        new = log.add(account_id=1)
+        watcher.kick()
+        with trio.fail_after(5):
+            assert await channel.receive() == new
+        nursery.cancel_scope.cancel()
