@@ -41,13 +41,13 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
-from cryptography import x509
 
 from mailstack import service
 from mailstack.config import Config, load_config
 from mailstack.store import migrate
 from mailstack.store.store import Store
 from tests.support.processes import process_exists
+from tests.support.tls import served_dns_names
 
 from .conftest import ACCOUNTS, create_accounts
 
@@ -219,16 +219,7 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
 
 async def certificate_names(instance: Instance) -> list[str]:
     assert instance.tls_port is not None
-    tcp = await trio.open_tcp_stream("127.0.0.1", instance.tls_port)
-    client = trio.SSLStream(tcp, instance.client_context(), server_hostname="localhost")
-    await client.do_handshake()
-    der = client.getpeercert(binary_form=True)
-    await client.aclose()
-    assert der is not None
-    san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    )
-    return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
+    return await served_dns_names("127.0.0.1", instance.tls_port, instance.client_context())
 
 
 def pop3_login(instance: Instance) -> None:

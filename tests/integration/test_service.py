@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
-from cryptography import x509
 
 from mailstack import net, service
 from mailstack.service import ServiceContext
+from tests.support.tls import served_dns_names
 
 from .conftest import Stack, StackFactory
 
@@ -149,16 +149,7 @@ async def test_every_available_service_starts_greets_and_stops(
 
 async def read_certificate_names(stack: Stack) -> list[str]:
     host, port = echo_addr(stack, implicit_tls=True)
-    tcp = await trio.open_tcp_stream(host, port)
-    client = trio.SSLStream(tcp, stack.client_ssl_context(), server_hostname="localhost")
-    await client.do_handshake()
-    der = client.getpeercert(binary_form=True)
-    await client.aclose()
-    assert der is not None
-    san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName
-    )
-    return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
+    return await served_dns_names(host, port, stack.client_ssl_context())
 
 
 @pytest.mark.usefixtures("echo_service")

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
-from cryptography import x509
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket
 
 from mailstack.config import Endpoint, TlsConfig
@@ -27,6 +26,7 @@ from mailstack.websocket import client
 from mailstack.websocket.protocol import basic_authorization
 from mailstack.websocket.server import warn_if_exposed
 from tests.integration.conftest import Stack, StackFactory, write_certificate
+from tests.support.tls import served_dns_names
 from tests.support.ws import WsClient, connect
 
 ALICE = ("alice@example.test", "alice-password")
@@ -106,16 +106,7 @@ async def test_sighup_reloads_the_websocket_certificate(
         context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
 
         async def served_names() -> list[str]:
-            tcp = await trio.open_tcp_stream(host, port)
-            stream = trio.SSLStream(tcp, context, server_hostname="localhost")
-            await stream.do_handshake()
-            der = stream.getpeercert(binary_form=True)
-            await stream.aclose()
-            assert der is not None
-            san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            )
-            return [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
+            return await served_dns_names(host, port, context)
 
         assert "renewed.test" not in await served_names()
         write_certificate(ca, ws_tls, "localhost", "renewed.test")

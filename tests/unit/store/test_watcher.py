@@ -48,6 +48,16 @@ class ChangeLog:
         return self.changes[-1].id if self.changes else 0
 
 
+async def next_change_reaches_a_new_subscriber(watcher: ChangeWatcher, log: ChangeLog) -> None:
+    """Subscribe, commit one change: it is the first thing the subscriber gets
+    (no old change from a stale cursor comes before it)."""
+    channel = watcher.subscribe(1)
+    new = log.add(account_id=1)
+    watcher.kick()
+    with trio.fail_after(5):
+        assert await channel.receive() == new
+
+
 async def test_without_subscribers_no_change_is_loaded_but_the_cursor_moves() -> None:
     log = ChangeLog()
     watcher = ChangeWatcher(log.changes_since, log.last_change_id, poll_seconds=0.01)
@@ -61,11 +71,7 @@ async def test_without_subscribers_no_change_is_loaded_but_the_cursor_moves() ->
         assert log.loads == 0  # nobody listens: only max(id) reads
         assert log.max_reads > 1
         # A subscriber now hears only what comes next, not the 50 old changes.
-        channel = watcher.subscribe(1)
-        new = log.add(account_id=1)
-        watcher.kick()
-        with trio.fail_after(5):
-            assert await channel.receive() == new
+        await next_change_reaches_a_new_subscriber(watcher, log)
         nursery.cancel_scope.cancel()
 
 
@@ -111,9 +117,5 @@ async def test_without_subscribers_commits_do_not_drive_reads() -> None:
         assert log.loads == 0
         # The cursor stayed close: a new subscriber hears the next change first.
         await trio.sleep(watcher_module.IDLE_REFRESH_SECONDS * 2)
-        channel = watcher.subscribe(1)
-        new = log.add(account_id=1)
-        watcher.kick()
-        with trio.fail_after(5):
-            assert await channel.receive() == new
+        await next_change_reaches_a_new_subscriber(watcher, log)
         nursery.cancel_scope.cancel()
