@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +141,14 @@ class Server:
 
 class SubprocessServer(Server):
     def __init__(
-        self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        *,
+        start_seconds: float = 20.0,
     ) -> None:
         self.name = name
         self.port = port
@@ -151,7 +158,7 @@ class SubprocessServer(Server):
                 argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT
             )
         try:
-            wait_port(port)
+            wait_port(port, start_seconds)
         except RuntimeError:
             self.process.kill()
             tail = log.read_text(errors="replace")[-2000:]
@@ -169,7 +176,14 @@ class SubprocessServer(Server):
             self.process.wait()
 
 
-def start_mailstack(directory: Path, *, max_batch: int, writer_process: bool = False) -> Server:
+def start_mailstack(
+    directory: Path,
+    *,
+    max_batch: int,
+    writer_process: bool = False,
+    wrapper: Sequence[str] = (),
+    start_seconds: float = 20.0,
+) -> SubprocessServer:
     port = free_port()
     config = directory / "mailstack.toml"
     config.write_text(
@@ -197,7 +211,10 @@ def start_mailstack(directory: Path, *, max_batch: int, writer_process: bool = F
         cwd=ROOT,
     )
     name = "mailstack-wp" if writer_process else "mailstack"
-    return SubprocessServer(name, [*cli, "serve", "smtp"], port, directory / f"{name}.log", env)
+    argv = [*wrapper, *cli, "serve", "smtp"]
+    return SubprocessServer(
+        name, argv, port, directory / f"{name}.log", env, start_seconds=start_seconds
+    )
 
 
 AIOSMTPD_SERVER = """
@@ -223,10 +240,14 @@ asyncio.run(main())
 """
 
 
-def start_aiosmtpd(directory: Path) -> Server:
+def start_aiosmtpd(
+    directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
+) -> SubprocessServer:
     port = free_port()
-    argv = [PYTHON, "-c", AIOSMTPD_SERVER, str(port), str(directory / "aiosmtpd.mbox")]
-    return SubprocessServer("aiosmtpd", argv, port, directory / "aiosmtpd.log")
+    argv = [*wrapper, PYTHON, "-c", AIOSMTPD_SERVER, str(port), str(directory / "aiosmtpd.mbox")]
+    return SubprocessServer(
+        "aiosmtpd", argv, port, directory / "aiosmtpd.log", start_seconds=start_seconds
+    )
 
 
 # A reference, not a peer: the least a trio server can do per session here.
@@ -267,10 +288,14 @@ trio.run(trio.serve_tcp, session, int(sys.argv[1]))
 """
 
 
-def start_trio_floor(directory: Path) -> Server:
+def start_trio_floor(
+    directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
+) -> SubprocessServer:
     port = free_port()
-    argv = [PYTHON, "-c", TRIO_FLOOR_SERVER, str(port)]
-    return SubprocessServer("trio-floor", argv, port, directory / "trio-floor.log")
+    argv = [*wrapper, PYTHON, "-c", TRIO_FLOOR_SERVER, str(port)]
+    return SubprocessServer(
+        "trio-floor", argv, port, directory / "trio-floor.log", start_seconds=start_seconds
+    )
 
 
 class PostfixServer(Server):

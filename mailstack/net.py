@@ -27,6 +27,7 @@ from functools import partial
 import trio
 
 from mailstack.config import Endpoint
+from mailstack.plain_stream import PlainStream
 from mailstack.tls import TlsProvider
 
 logger = logging.getLogger("mailstack.net")
@@ -191,7 +192,7 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
     """Close without ever hanging: TLS streams get a bounded attempt at
     close_notify; on timeout, error or cancellation trio's SSLStream closes
     the socket forcefully, and a plain socket closes at once."""
-    if isinstance(stream, trio.SocketStream):
+    if isinstance(stream, PlainStream):
         await stream.aclose()  # never blocks: no timer needed (one per session)
         return
     with trio.move_on_after(CLOSE_SECONDS):
@@ -216,19 +217,20 @@ async def _connection(
     tls: TlsProvider | None,
     limits: ConnectionLimits,
     refuse: Callable[[Peer], bytes],
-    stream: trio.SocketStream,
+    accepted: trio.SocketStream,
 ) -> None:
     """One accepted connection: limits, optional TLS, the handler, cleanup.
 
     Never raises (except Cancelled): a failing handler is logged with its
     session id, so one bad session cannot stop the service.
     """
+    plain = PlainStream(accepted)
     try:
-        ip, port = _address(stream.socket.getpeername())
-        _local_ip, local_port = _address(stream.socket.getsockname())
+        ip, port = _address(plain.getpeername())
+        _local_ip, local_port = _address(plain.getsockname())
     except OSError:
         # The client is already gone (ENOTCONN) before we looked at it.
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(plain)
         return
     peer = Peer(ip, port, new_session_id(), local_port, tls is not None)
     if not limits.try_acquire(ip):
@@ -241,9 +243,9 @@ async def _connection(
             limits.count(ip),
             extra={"sid": peer.session_id},
         )
-        await _refuse(stream, refuse(peer), tls)
+        await _refuse(plain, refuse(peer), tls)
         return
-    transport: trio.abc.Stream = stream
+    transport: trio.abc.Stream = plain
     try:
         logger.debug(
             "%s connection from %s:%s to port %d",
@@ -254,7 +256,7 @@ async def _connection(
             extra={"sid": peer.session_id},
         )
         if tls is not None:
-            ssl_stream = trio.SSLStream(stream, tls.server_context(), server_side=True)
+            ssl_stream = trio.SSLStream(plain, tls.server_context(), server_side=True)
             transport = ssl_stream
             with trio.move_on_after(HANDSHAKE_SECONDS) as handshake_scope:
                 try:

@@ -1,0 +1,100 @@
+"""PlainStream against trio's own conformance checks for half-closeable
+streams, plus the scheduling promises the module makes."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+from mailstack.plain_stream import PlainStream
+
+
+async def _pair() -> tuple[PlainStream, PlainStream]:
+    # A real TCP connection on loopback, as the listeners accept it.
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = trio.socket.socket()
+    with listener:
+        await client.connect(listener.getsockname())
+        server, _ = await listener.accept()
+    return PlainStream(trio.SocketStream(server)), PlainStream(trio.SocketStream(client))
+
+
+async def _fill(stream: PlainStream) -> None:
+    """Send until the kernel's buffers are full (the sender blocks)."""
+
+    async def sender() -> None:
+        while True:
+            await stream.send_all(b"x" * 10000)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+
+
+async def _clogged_pair() -> tuple[PlainStream, PlainStream]:
+    left, right = await _pair()
+    await _fill(left)
+    await _fill(right)
+    return left, right
+
+
+async def test_conforms_to_trio_half_closeable_stream() -> None:
+    await trio.testing.check_half_closeable_stream(_pair, _clogged_pair)
+
+
+async def test_receive_with_data_waiting_is_still_a_schedule_point() -> None:
+    # A client that pipelines without pause must not starve other sessions.
+    server, client = await _pair()
+    await client.send_all(b"QUIT\r\n" * 100)
+    await trio.sleep(0.05)  # let it arrive
+    with trio.testing.assert_checkpoints():
+        assert await server.receive_some(6) == b"QUIT\r\n"
+
+
+async def test_send_all_is_a_cancel_point() -> None:
+    server, _client = await _pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all(b"250 ok\r\n")
+
+
+async def test_large_send_completes_through_a_full_buffer() -> None:
+    server, client = await _pair()
+    payload = bytes(range(256)) * (8 * 4096)  # 8 MiB: many times the socket buffer
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(payload):
+            chunk = await client.receive_some(65536)
+            assert chunk
+            received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await server.send_all(payload)
+    assert bytes(received) == payload
+
+
+async def test_peer_reset_is_broken_resource() -> None:
+    server, client = await _pair()
+    # SO_LINGER 0: close sends RST instead of FIN.
+    linger_zero = struct.pack("ii", 1, 0)
+    client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
+    await client.aclose()
+    await trio.sleep(0.05)
+    with pytest.raises(trio.BrokenResourceError):
+        await server.receive_some(100)
+
+
+async def test_keeps_tcp_nodelay_from_the_accepted_stream() -> None:
+    server, _client = await _pair()
+    # Replies are small and the client waits for each: Nagle would delay them.
+    assert server._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
