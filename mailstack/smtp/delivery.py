@@ -109,6 +109,12 @@ async def _postmaster(store: Store, hostname: str) -> str:
     return f"postmaster@{hostname}"
 
 
+def cached_recipient(cache: RecipientCache, address: str, now: float) -> RecipientDecision | None:
+    """The cache's answer for ``address`` when it has one: no store read."""
+    targets = cache.get(address.lower(), now)
+    return None if targets is None else RecipientDecision(replies.RECIPIENT_OK, targets)
+
+
 async def check_recipient(
     store: Store,
     address: str,
@@ -123,10 +129,8 @@ async def check_recipient(
     denied on the MX, "relaying is not configured" on submission);
     ``full_reply`` for a recipient over quota (``over_quota`` in the config)."""
     key = address.lower()
-    if cache is not None:
-        targets = cache.get(key, now)
-        if targets is not None:
-            return RecipientDecision(replies.RECIPIENT_OK, targets)
+    if cache is not None and (known := cached_recipient(cache, address, now)) is not None:
+        return known
     try:
         if address == "postmaster":
             address = await _postmaster(store, hostname)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -377,6 +378,45 @@ async def test_command_timeout_closes_with_421(stack_factory: StackFactory) -> N
             lambda: raw_session(host, port, [], read_until=b"421", half_close=False)
         )
         assert b"421 4.4.2" in out
+
+
+async def test_command_timeout_follows_the_phase(stack_factory: StackFactory) -> None:
+    # RFC 5321 4.5.3.2: each wait gets its phase's timeout.  Commands that
+    # keep coming keep the session open past one command timeout, and after
+    # a message (the longer data timeout) an idle client gets the command
+    # timeout again, not the data timeout.
+    with trio.fail_after(60):
+        stack = await stack_factory(
+            services=("smtp",), smtp={"command_timeout_seconds": 0.6, "data_timeout_seconds": 30}
+        )
+        host, port = stack.addr("smtp")
+
+        def session() -> tuple[bytes, float]:
+            with socket.create_connection((host, port), timeout=30) as sock:
+                sock.recv(4096)
+                for _ in range(6):  # 1.8 s of commands, 0.3 s apart
+                    sock.sendall(b"NOOP\r\n")
+                    assert sock.recv(4096).startswith(b"250 ")
+                    time.sleep(0.3)
+                sock.sendall(b"EHLO a.example\r\nMAIL FROM:<a@r.example>\r\n")
+                sock.sendall(b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+                received = b""
+                while b"354 " not in received:
+                    received += sock.recv(4096)
+                sock.sendall(MESSAGE + b".\r\n")
+                while b"2.0.0" not in received.rsplit(b"354 ", 1)[1]:
+                    received += sock.recv(4096)
+                idle_since = time.monotonic()
+                while b"421 " not in received:
+                    chunk = sock.recv(4096)
+                    assert chunk, received
+                    received += chunk
+                return received, time.monotonic() - idle_since
+
+        received, idle = await in_thread(session)
+        assert b"421 4.4.2" in received
+        assert 0.5 < idle < 5, idle
+        assert len(await messages_of(stack, "alice@example.test")) == 1
 
 
 async def test_graceful_stop_says_421_between_commands(stack_factory: StackFactory) -> None:
