@@ -224,7 +224,7 @@ async def _connection(
     Never raises (except Cancelled): a failing handler is logged with its
     session id, so one bad session cannot stop the service.
     """
-    plain = PlainStream(accepted)
+    plain = PlainStream.take_over(accepted)
     try:
         ip, port = _address(plain.getpeername())
         _local_ip, local_port = _address(plain.getsockname())

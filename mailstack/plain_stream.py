@@ -31,15 +31,22 @@ DEFAULT_RECEIVE_BYTES = 65536
 
 
 class PlainStream(trio.abc.HalfCloseableStream):
-    """Takes over the socket of an accepted ``trio.SocketStream`` (whose
-    TCP_NODELAY setting it keeps); the SocketStream is left closed."""
+    """A connected stream socket (TCP, or a socketpair) as a trio stream;
+    the socket is made non-blocking and belongs to the stream from now on."""
 
-    def __init__(self, accepted: trio.SocketStream) -> None:
-        self._sock = socket.socket(fileno=accepted.socket.detach())
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
         self._sock.setblocking(False)
         self._closed = False
         self._eof_sent = False
         self._sending = False  # trio streams refuse two concurrent senders
+
+    @classmethod
+    def take_over(cls, accepted: trio.SocketStream) -> PlainStream:
+        """The socket of a ``trio.SocketStream`` from a listener, with the
+        options trio set on it (TCP_NODELAY); the SocketStream is left
+        closed."""
+        return cls(socket.socket(fileno=accepted.socket.detach()))
 
     def getpeername(self) -> object:
         return self._sock.getpeername()

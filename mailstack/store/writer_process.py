@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import DatabaseConfig, LoggingConfig
+from mailstack.plain_stream import PlainStream
 from mailstack.store import engine as engines
 from mailstack.store import queue
 from mailstack.store import transactions as tx
@@ -64,6 +65,8 @@ RESTART_DELAY_SECONDS = 1.0
 MAX_RESTART_DELAY_SECONDS = 60.0
 # What the child runs (the module's own entry point, at the end of this file).
 CHILD_COMMAND = (sys.executable, "-m", "mailstack.store.writer_process")
+# What one read from the child's socket asks for.
+FRAME_RECEIVE_BYTES = 65536
 # Shutdown: how long the child gets to finish after its socket closed.
 EXIT_SECONDS = 10.0
 
@@ -201,7 +204,8 @@ class ProcessWriter:
         self._max_batch = max(1, database.max_batch)
         self._on_commit = on_commit
         self._send, self._receive = trio.open_memory_channel[_Pending](self._max_batch * 4)
-        self._stream: trio.SocketStream | None = None
+        self._stream: PlainStream | None = None
+        self._unread = b""  # bytes of the child's next frame, read ahead
         self._child_pid: int | None = None
         # Set by the first new message: a process that never receives mail
         # (IMAP or POP3 only) never starts a child.
@@ -220,7 +224,12 @@ class ProcessWriter:
             return await self._fallback(write)
         pending = _Pending(write, trio.Event())
         try:
-            await self._send.send(pending)
+            try:
+                # No schedule point when there is room: the wait for the
+                # answer below is this call's.
+                self._send.send_nowait(pending)
+            except trio.WouldBlock:
+                await self._send.send(pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return await self._fallback(write)
         await pending.done.wait()
@@ -271,10 +280,14 @@ class ProcessWriter:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        stream = PlainStream(ours)
         self._child_pid = process.pid
+        self._unread = b""
         try:
             await stream.send_all(_frame(self._setup))
             if await self._receive_frame(stream) != "ready":
@@ -287,7 +300,7 @@ class ProcessWriter:
             self._child_pid = None
             await self._stop(stream, process)
 
-    async def _serve_batches(self, stream: trio.SocketStream) -> None:
+    async def _serve_batches(self, stream: PlainStream) -> None:
         async for first in self._receive:
             batch = take_batch(first, self._receive, self._max_batch)
             # Shielded: a batch the child may be committing must get its
@@ -315,22 +328,24 @@ class ProcessWriter:
             pending.error = error
             pending.done.set()
 
-    @staticmethod
-    async def _receive_frame(stream: trio.SocketStream) -> Any:
-        async def exactly(size: int) -> bytes:
-            buffer = bytearray()
-            while len(buffer) < size:
-                chunk = await stream.receive_some(size - len(buffer))
-                if not chunk:
-                    raise EOFError("the writer process exited")
-                buffer += chunk
-            return bytes(buffer)
+    async def _receive_frame(self, stream: trio.abc.ReceiveStream) -> Any:
+        """The child's next frame; what arrived beyond it waits in
+        ``self._unread`` (the answer to a batch usually comes in one read)."""
+        buffer = self._unread
+        while True:
+            if len(buffer) >= _LENGTH.size:
+                (size,) = _LENGTH.unpack_from(buffer)
+                end = _LENGTH.size + size
+                if len(buffer) >= end:
+                    self._unread = buffer[end:]
+                    return pickle.loads(buffer[_LENGTH.size : end])
+            chunk = await stream.receive_some(FRAME_RECEIVE_BYTES)
+            if not chunk:
+                raise EOFError("the writer process exited")
+            buffer += chunk
 
-        (size,) = _LENGTH.unpack(await exactly(_LENGTH.size))
-        return pickle.loads(await exactly(size))
-
     @staticmethod
-    async def _stop(stream: trio.SocketStream, process: trio.Process) -> None:
+    async def _stop(stream: PlainStream, process: trio.Process) -> None:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)  # the child's EOF: it exits
             with trio.move_on_after(EXIT_SECONDS):

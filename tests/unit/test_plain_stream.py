@@ -22,7 +22,10 @@ async def _pair() -> tuple[PlainStream, PlainStream]:
     with listener:
         await client.connect(listener.getsockname())
         server, _ = await listener.accept()
-    return PlainStream(trio.SocketStream(server)), PlainStream(trio.SocketStream(client))
+    return (
+        PlainStream.take_over(trio.SocketStream(server)),
+        PlainStream.take_over(trio.SocketStream(client)),
+    )
 
 
 async def _fill(stream: PlainStream) -> None:
