@@ -12,6 +12,7 @@ local copies.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 import secrets
 from dataclasses import dataclass
@@ -176,6 +177,17 @@ async def check_sender(store: Store, account_id: int, sender: str) -> Reply:
     return replies.SENDER_NOT_OWNED
 
 
+def date_field(now: datetime) -> str:
+    """RFC 5322 3.3 date-time of ``now`` (UTC): formatted once per second,
+    as every message's Received line needs it."""
+    return _date_of_second(int(now.timestamp()))
+
+
+@functools.lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def received_header(
     session: Session,
     connection: Connection,
@@ -197,7 +209,7 @@ def received_header(
     if session.user:
         lines.append(f"\t(authenticated as {session.user})")
     for_clause = f"for <{event.recipients[0].address}>" if len(event.recipients) == 1 else ""
-    lines.append(f"\t{for_clause}; {email.utils.format_datetime(now)}")
+    lines.append(f"\t{for_clause}; {date_field(now)}")
     return "\r\n".join(lines).encode("utf-8") + b"\r\n"
 
 
@@ -220,7 +232,7 @@ def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:
     block = _header_block(content)
     added = b""
     if not _has_field(block, b"Date"):
-        added += b"Date: " + email.utils.format_datetime(now).encode() + b"\r\n"
+        added += b"Date: " + date_field(now).encode() + b"\r\n"
     if not _has_field(block, b"Message-ID"):
         added += f"Message-ID: <{secrets.token_hex(16)}@{hostname}>\r\n".encode()
     return added

@@ -3,7 +3,8 @@ the integration tests against the real store)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import email.utils
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +12,7 @@ from mailstack.smtp import commands
 from mailstack.smtp.delivery import (
     Connection,
     RecipientCache,
+    date_field,
     received_header,
     split_address,
     submission_fields,
@@ -45,6 +47,15 @@ def test_recipient_cache_expires() -> None:
     cache.put("c@x", (3,), now=0.0)
     cache.put("d@x", (4,), now=0.0)  # full: emptied rather than growing
     assert cache.get("b@x", now=1.0) is None and cache.get("d@x", now=1.0) == (4,)
+
+
+def test_date_field_is_the_rfc5322_date_of_that_second() -> None:
+    # Cached per second: each call must still give its own second's date.
+    for offset in (0.0, 0.4, 0.999, 1.0, 59.5, 86400.25):
+        now = NOW + timedelta(seconds=offset)
+        expected = email.utils.format_datetime(now.replace(microsecond=0))
+        assert date_field(now) == expected
+    assert date_field(NOW) == "Sun, 29 Nov 2026 03:00:00 +0000"
 
 
 def test_submission_fields_added_only_when_missing() -> None:
