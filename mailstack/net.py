@@ -18,6 +18,7 @@ import contextvars
 import ipaddress
 import logging
 import secrets
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from functools import partial
 
 import trio
 
+from mailstack import accept
 from mailstack.config import Endpoint
 from mailstack.plain_stream import PlainStream
 from mailstack.tls import TlsProvider
@@ -217,14 +219,14 @@ async def _connection(
     tls: TlsProvider | None,
     limits: ConnectionLimits,
     refuse: Callable[[Peer], bytes],
-    accepted: trio.SocketStream,
+    accepted: socket.socket,
 ) -> None:
     """One accepted connection: limits, optional TLS, the handler, cleanup.
 
     Never raises (except Cancelled): a failing handler is logged with its
     session id, so one bad session cannot stop the service.
     """
-    plain = PlainStream.take_over(accepted)
+    plain = PlainStream(accepted)
     try:
         ip, port = _address(plain.getpeername())
         _local_ip, local_port = _address(plain.getsockname())
@@ -288,7 +290,7 @@ async def _connection(
         await close_stream(transport)
 
 
-async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[trio.SocketListener]:
+async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[socket.socket]:
     listeners: list[trio.SocketListener] = []
     try:
         for endpoint in endpoints:
@@ -297,7 +299,7 @@ async def _open_listeners(endpoints: Sequence[Endpoint]) -> list[trio.SocketList
         for listener in listeners:
             await trio.aclose_forcefully(listener)
         raise
-    return listeners
+    return [accept.listening_socket(listener) for listener in listeners]
 
 
 async def serve_plain_and_tls(
@@ -357,32 +359,31 @@ async def serve_endpoints(
         task_status.started([])
         return
     listeners = await _open_listeners(endpoints)
-    bound = []
-    for listener in listeners:
-        host, port = _address(listener.socket.getsockname())
-        bound.append(Bound(service, host, port, tls is not None))
-    connection = partial(_connection, service, handler, tls, limits, refuse)
     try:
+        bound = []
+        for listening in listeners:
+            host, port = _address(listening.getsockname())
+            bound.append(Bound(service, host, port, tls is not None))
+        connection = partial(_connection, service, handler, tls, limits, refuse)
         async with trio.open_nursery() as handler_nursery:
-            with trio.CancelScope() as accept_scope:
-                drain = current_drain.get()
-                if drain is not None:
-                    drain.register(accept_scope)
-                async with trio.open_nursery() as accept_nursery:
-                    # serve_listeners closes each listener when its loop ends
-                    # and backs off on EMFILE/ENFILE instead of spinning.
-                    await accept_nursery.start(
-                        partial(
-                            trio.serve_listeners,
-                            connection,
-                            listeners,
-                            handler_nursery=handler_nursery,
-                        )
-                    )
-                    task_status.started(bound)
-            # Draining: listeners are closed; the handler nursery now waits
-            # for open sessions (service.run cancels them after its grace).
+            try:
+                with trio.CancelScope() as accept_scope:
+                    drain = current_drain.get()
+                    if drain is not None:
+                        drain.register(accept_scope)
+                    async with trio.open_nursery() as accept_nursery:
+                        for listening in listeners:
+                            accept_nursery.start_soon(
+                                accept.accept_forever, listening, connection, handler_nursery
+                            )
+                        task_status.started(bound)
+            finally:
+                # Draining: new connections are refused from now on; the
+                # handler nursery waits for open sessions (service.run
+                # cancels them after its grace).
+                for listening in listeners:
+                    accept.close_listening(listening)
             logger.debug("%s stopped accepting", service)
     finally:
-        for listener in listeners:
-            await trio.aclose_forcefully(listener)
+        for listening in listeners:
+            accept.close_listening(listening)

@@ -41,13 +41,6 @@ class PlainStream(trio.abc.HalfCloseableStream):
         self._eof_sent = False
         self._sending = False  # trio streams refuse two concurrent senders
 
-    @classmethod
-    def take_over(cls, accepted: trio.SocketStream) -> PlainStream:
-        """The socket of a ``trio.SocketStream`` from a listener, with the
-        options trio set on it (TCP_NODELAY); the SocketStream is left
-        closed."""
-        return cls(socket.socket(fileno=accepted.socket.detach()))
-
     def getpeername(self) -> object:
         return self._sock.getpeername()
 

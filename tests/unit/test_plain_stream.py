@@ -10,22 +10,18 @@ import pytest
 import trio
 import trio.testing
 
+from mailstack import accept
 from mailstack.plain_stream import PlainStream
 
 
 async def _pair() -> tuple[PlainStream, PlainStream]:
     # A real TCP connection on loopback, as the listeners accept it.
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    client = trio.socket.socket()
-    with listener:
-        await client.connect(listener.getsockname())
-        server, _ = await listener.accept()
-    return (
-        PlainStream.take_over(trio.SocketStream(server)),
-        PlainStream.take_over(trio.SocketStream(client)),
-    )
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    accept.tune_connection(server)
+    accept.tune_connection(client)
+    return PlainStream(server), PlainStream(client)
 
 
 async def _fill(stream: PlainStream) -> None:
@@ -95,9 +91,3 @@ async def test_peer_reset_is_broken_resource() -> None:
     await trio.sleep(0.05)
     with pytest.raises(trio.BrokenResourceError):
         await server.receive_some(100)
-
-
-async def test_keeps_tcp_nodelay_from_the_accepted_stream() -> None:
-    server, _client = await _pair()
-    # Replies are small and the client waits for each: Nagle would delay them.
-    assert server._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

@@ -1,0 +1,142 @@
+"""accept.py over real loopback sockets: what every listener's loop promises."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from mailstack import accept
+
+
+def _listening() -> socket.socket:
+    sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def test_each_connection_gets_its_own_task_with_trios_socket_options() -> None:
+    listening = _listening()
+    seen: list[tuple[int, int, bytes]] = []
+    all_seen = trio.Event()
+
+    async def start_connection(sock: socket.socket) -> None:
+        with sock:
+            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            lowat = sock.getsockopt(socket.IPPROTO_TCP, accept.NOTSENT_LOWAT_OPTION)
+            sock.setblocking(False)
+            await trio.lowlevel.wait_readable(sock)
+            seen.append((nodelay, lowat, sock.recv(100)))
+            if len(seen) == 5:
+                all_seen.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as handlers:
+            handlers.start_soon(accept.accept_forever, listening, start_connection, handlers)
+            clients = [socket.create_connection(listening.getsockname()) for _ in range(5)]
+            for number, client in enumerate(clients):
+                client.sendall(b"client %d" % number)
+            await all_seen.wait()
+            handlers.cancel_scope.cancel()
+    for client in clients:
+        client.close()
+    accept.close_listening(listening)
+    assert sorted(seen) == [(1, accept.NOTSENT_LOWAT_BYTES, b"client %d" % n) for n in range(5)]
+
+
+async def test_a_burst_of_connects_lets_other_tasks_run() -> None:
+    # More waiting connections than ACCEPT_BURST: the loop must yield
+    # between bursts, not only when the kernel's queue is empty.
+    listening = _listening()
+    clients = [
+        socket.create_connection(listening.getsockname()) for _ in range(accept.ACCEPT_BURST * 3)
+    ]
+    accepted: list[int] = []
+    all_accepted = trio.Event()
+    ticks = 0
+
+    async def start_connection(sock: socket.socket) -> None:
+        accepted.append(ticks)
+        sock.close()
+        if len(accepted) == len(clients):
+            all_accepted.set()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            nursery.start_soon(accept.accept_forever, listening, start_connection, nursery)
+            await all_accepted.wait()
+            nursery.cancel_scope.cancel()
+    ticks_between = sorted(set(accepted))
+    for client in clients:
+        client.close()
+    accept.close_listening(listening)
+    assert len(ticks_between) >= 3  # the ticker ran at least between the bursts
+
+
+class _FailingListener:
+    """A listening socket whose accept() fails as the kernel would."""
+
+    def __init__(self, failures: list[int], real: socket.socket) -> None:
+        self._failures = failures
+        self._real = real
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self._failures:
+            code = self._failures.pop(0)
+            raise OSError(code, errno.errorcode[code])
+        return self._real.accept()
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+
+async def test_out_of_descriptors_pauses_then_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    real = _listening()
+    client = socket.create_connection(real.getsockname())
+    failing = _FailingListener([errno.EMFILE, errno.ECONNABORTED], real)
+    got: list[float] = []
+    accepted = trio.Event()
+
+    async def start_connection(sock: socket.socket) -> None:
+        got.append(trio.current_time())
+        sock.close()
+        accepted.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            accept.accept_forever,
+            failing,  # type: ignore[arg-type]
+            start_connection,
+            nursery,
+        )
+        await accepted.wait()
+        nursery.cancel_scope.cancel()
+    client.close()
+    accept.close_listening(real)
+    assert got[0] >= accept.RESOURCE_PAUSE_SECONDS  # paused, did not spin
+
+
+async def test_other_accept_errors_propagate() -> None:
+    real = _listening()
+    failing = _FailingListener([errno.EBADF], real)
+
+    async def start_connection(sock: socket.socket) -> None:
+        raise AssertionError("nothing to accept")
+
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(OSError) as raised:
+            await accept.accept_forever(failing, start_connection, nursery)  # type: ignore[arg-type]
+    assert raised.value.errno == errno.EBADF
+    accept.close_listening(real)
