@@ -164,6 +164,15 @@ def _transaction(
         tx.flush_deferred(session)
 
 
+async def enqueue(send: trio.MemorySendChannel[W], item: W) -> None:
+    """Queue ``item`` for a writer without a schedule point when there is
+    room: the caller's wait for the answer is its schedule point."""
+    try:
+        send.send_nowait(item)
+    except trio.WouldBlock:
+        await send.send(item)
+
+
 def take_batch(first: W, receive: trio.MemoryReceiveChannel[W], max_batch: int) -> list[W]:
     """``first`` and whatever else is already queued, up to ``max_batch``:
     no timer, so the batch is as large as the load made it."""
@@ -207,7 +216,7 @@ class GroupCommitWriter:
             await self._run([work])
         else:
             try:
-                await self._send.send(work)
+                await enqueue(self._send, work)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 raise TemporaryFailure("the store is shutting down") from None
             await work.done.wait()

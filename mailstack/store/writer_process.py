@@ -54,7 +54,7 @@ from mailstack.store import engine as engines
 from mailstack.store import queue
 from mailstack.store import transactions as tx
 from mailstack.store.records import Outgoing, StoredMessage, StoreError, TemporaryFailure
-from mailstack.store.writer import Work, run_batch, take_batch
+from mailstack.store.writer import Work, enqueue, run_batch, take_batch
 
 log = logging.getLogger("mailstack.store")
 
@@ -224,12 +224,7 @@ class ProcessWriter:
             return await self._fallback(write)
         pending = _Pending(write, trio.Event())
         try:
-            try:
-                # No schedule point when there is room: the wait for the
-                # answer below is this call's.
-                self._send.send_nowait(pending)
-            except trio.WouldBlock:
-                await self._send.send(pending)
+            await enqueue(self._send, pending)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return await self._fallback(write)
         await pending.done.wait()
