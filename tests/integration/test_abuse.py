@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import resource
 import socket
 
 import pytest
@@ -226,3 +228,49 @@ async def test_pop3_bad_command_flood_ends_the_session(
         assert received.count(b"-ERR unknown command") == 3
         assert await flood.receive_some(1024) == b""  # closed
     assert "max_bad_commands" in caplog.text
+
+
+async def test_out_of_file_descriptors_pauses_accepting_then_recovers(
+    stack_factory: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The process runs out of descriptors while connections wait in the
+    # kernel's queue: the accept loop logs, pauses (no busy loop) and takes
+    # every waiting connection once descriptors are free again.
+    caplog.set_level(logging.ERROR, "mailstack")
+    stack = await stack_factory(services=["smtp"])
+    host, port = stack.addr("smtp")
+    paused = trio.Event()
+
+    class PauseSeen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "accept failed" in record.getMessage():
+                paused.set()  # logged from the event loop's own thread
+
+    seen = PauseSeen()
+    logging.getLogger("mailstack.net").addHandler(seen)
+    waiting = 20
+    clients = [socket.socket() for _ in range(waiting)]  # descriptors taken now
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    try:
+        with trio.fail_after(30):
+            # Room for a few accepts only (connect itself needs no descriptor).
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 3, hard))
+            for client in clients:
+                client.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    client.connect((host, port))
+            await paused.wait()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            greetings = 0
+            for client in clients:
+                await trio.lowlevel.wait_readable(client)
+                if client.recv(512).startswith(b"220 "):
+                    greetings += 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        logging.getLogger("mailstack.net").removeHandler(seen)
+        for client in clients:
+            client.close()
+    assert greetings == waiting
+    assert "Too many open files" in caplog.text
