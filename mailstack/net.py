@@ -359,31 +359,27 @@ async def serve_endpoints(
         task_status.started([])
         return
     listeners = await _open_listeners(endpoints)
-    try:
-        bound = []
-        for listening in listeners:
-            host, port = _address(listening.getsockname())
-            bound.append(Bound(service, host, port, tls is not None))
-        connection = partial(_connection, service, handler, tls, limits, refuse)
-        async with trio.open_nursery() as handler_nursery:
-            try:
-                with trio.CancelScope() as accept_scope:
-                    drain = current_drain.get()
-                    if drain is not None:
-                        drain.register(accept_scope)
-                    async with trio.open_nursery() as accept_nursery:
-                        for listening in listeners:
-                            accept_nursery.start_soon(
-                                accept.accept_forever, listening, connection, handler_nursery
-                            )
-                        task_status.started(bound)
-            finally:
-                # Draining: new connections are refused from now on; the
-                # handler nursery waits for open sessions (service.run
-                # cancels them after its grace).
-                for listening in listeners:
-                    accept.close_listening(listening)
-            logger.debug("%s stopped accepting", service)
-    finally:
-        for listening in listeners:
-            accept.close_listening(listening)
+    connection = partial(_connection, service, handler, tls, limits, refuse)
+    async with trio.open_nursery() as handler_nursery:
+        try:
+            bound = []
+            for listening in listeners:
+                host, port = _address(listening.getsockname())
+                bound.append(Bound(service, host, port, tls is not None))
+            with trio.CancelScope() as accept_scope:
+                drain = current_drain.get()
+                if drain is not None:
+                    drain.register(accept_scope)
+                async with trio.open_nursery() as accept_nursery:
+                    for listening in listeners:
+                        accept_nursery.start_soon(
+                            accept.accept_forever, listening, connection, handler_nursery
+                        )
+                    task_status.started(bound)
+        finally:
+            # Draining (or failing): new connections are refused from now
+            # on; the handler nursery waits for open sessions (service.run
+            # cancels them after its grace).
+            for listening in listeners:
+                accept.close_listening(listening)
+        logger.debug("%s stopped accepting", service)

@@ -128,10 +128,10 @@ async def check_recipient(
 ) -> RecipientDecision:
     """Local recipients only: ``remote_reply`` for any other domain (relay
     denied on the MX, "relaying is not configured" on submission);
-    ``full_reply`` for a recipient over quota (``over_quota`` in the config)."""
+    ``full_reply`` for a recipient over quota (``over_quota`` in the config).
+    A positive answer is remembered in ``cache``; the caller asks
+    :func:`cached_recipient` first, which needs no store and no await."""
     key = address.lower()
-    if cache is not None and (known := cached_recipient(cache, address, now)) is not None:
-        return known
     try:
         if address == "postmaster":
             address = await _postmaster(store, hostname)

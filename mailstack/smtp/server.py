@@ -74,8 +74,6 @@ class SmtpSession:
         capture_config = ctx.config.capture
         self._recipients = recipients
         self._config = config
-        self._command_timeout = config.command_timeout_seconds
-        self._data_timeout = config.data_timeout_seconds
         self._stream = stream
         self._peer = peer
         self._submission = submission
@@ -185,7 +183,8 @@ class SmtpSession:
         late (1%, at most a second), so a session's quick commands share one
         move instead of paying one each: the timeout is never shorter than
         configured, at most that much longer."""
-        timeout = self._data_timeout if reading_data else self._command_timeout
+        config = self._config
+        timeout = config.data_timeout_seconds if reading_data else config.command_timeout_seconds
         wanted = trio.current_time() + timeout
         if timeout != self._armed_timeout or self._timer.deadline < wanted:
             self._timer.deadline = wanted + min(1.0, timeout / 100)
@@ -198,26 +197,29 @@ class SmtpSession:
             self._timer.cancel()
 
     def _answer_at_once(self, event: Event) -> bool:
-        """Answer what needs no waiting (the MX's sender, a recipient the
-        cache knows) without lifting the session's deadline."""
+        """Answer what needs no waiting (the MX's sender, capture mode's
+        recipients, a recipient the cache knows) without lifting the
+        session's deadline."""
         if isinstance(event, CheckSender) and (not self._submission or self._capture is not None):
             self._core.answer(replies.SENDER_OK)  # only submission checks who sends
             return True
-        if isinstance(event, CheckRecipient) and self._capture is None:
-            known = delivery.cached_recipient(self._recipients, event.address, trio.current_time())
-            if known is not None:
-                self._core.answer(known.reply, targets=known.targets)
-                return True
-        return False
+        if not isinstance(event, CheckRecipient):
+            return False
+        if self._capture is not None:
+            known = self._capture.check_recipient(event.address)
+        else:
+            cached = delivery.cached_recipient(self._recipients, event.address, trio.current_time())
+            if cached is None:
+                return False
+            known = cached
+        self._core.answer(known.reply, targets=known.targets)
+        return True
 
     async def _answer(self, event: Event) -> bool:
         core = self._core
         if isinstance(event, CheckSender):
             core.answer(await self._check_sender(event))
-        elif isinstance(event, CheckRecipient) and self._capture is not None:
-            decision = self._capture.check_recipient(event.address)
-            core.answer(decision.reply, targets=decision.targets)
-        elif isinstance(event, CheckRecipient):
+        elif isinstance(event, CheckRecipient):  # not cached (_answer_at_once)
             remote = replies.RELAY_DENIED
             if self._submission:
                 # With the queue on, other domains are accepted and queued

@@ -205,7 +205,6 @@ class ProcessWriter:
         self._on_commit = on_commit
         self._send, self._receive = trio.open_memory_channel[_Pending](self._max_batch * 4)
         self._stream: PlainStream | None = None
-        self._unread = b""  # bytes of the child's next frame, read ahead
         self._child_pid: int | None = None
         # Set by the first new message: a process that never receives mail
         # (IMAP or POP3 only) never starts a child.
@@ -282,7 +281,6 @@ class ProcessWriter:
             theirs.close()
         stream = PlainStream(ours)
         self._child_pid = process.pid
-        self._unread = b""
         try:
             await stream.send_all(_frame(self._setup))
             if await self._receive_frame(stream) != "ready":
@@ -323,17 +321,18 @@ class ProcessWriter:
             pending.error = error
             pending.done.set()
 
-    async def _receive_frame(self, stream: trio.abc.ReceiveStream) -> Any:
-        """The child's next frame; what arrived beyond it waits in
-        ``self._unread`` (the answer to a batch usually comes in one read)."""
-        buffer = self._unread
+    @staticmethod
+    async def _receive_frame(stream: trio.abc.ReceiveStream) -> Any:
+        """The child's next frame (the answer to a batch usually comes in one
+        read).  The child speaks only when asked, so nothing may follow it."""
+        buffer = b""
         while True:
             if len(buffer) >= _LENGTH.size:
-                (size,) = _LENGTH.unpack_from(buffer)
-                end = _LENGTH.size + size
-                if len(buffer) >= end:
-                    self._unread = buffer[end:]
-                    return pickle.loads(buffer[_LENGTH.size : end])
+                end = _LENGTH.size + _LENGTH.unpack_from(buffer)[0]
+                if len(buffer) == end:
+                    return pickle.loads(buffer[_LENGTH.size :])
+                if len(buffer) > end:
+                    raise EOFError("the writer process sent more than it was asked")
             chunk = await stream.receive_some(FRAME_RECEIVE_BYTES)
             if not chunk:
                 raise EOFError("the writer process exited")
