@@ -30,7 +30,7 @@ from functools import partial
 
 import trio
 
-from mailstack import net, systemd
+from mailstack import gc_tuning, net, systemd
 from mailstack.auth.authenticator import Authenticator
 from mailstack.config import SECTIONS, Config, ConfigError, load_config
 from mailstack.logs import setup_logging
@@ -401,6 +401,7 @@ def main_serve(config: Config, names: Sequence[str], *, ready_text: str = "") ->
     async def serve_and_report() -> None:
         async with trio.open_nursery() as nursery:
             bound: list[net.Bound] = await nursery.start(partial(run, config, names))
+            gc_tuning.settle_after_startup()
             for listener in bound:
                 print(f"listening: {listener}", flush=True)
             if ready_text:

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailstack import mime
 from mailstack.config import DatabaseConfig, LoggingConfig
+from mailstack.gc_tuning import settle_after_startup
 from mailstack.plain_stream import PlainStream
 from mailstack.store import engine as engines
 from mailstack.store import queue
@@ -157,6 +158,7 @@ def child_main(fd: int) -> None:
     engine = engines.create_engine(setup.url, setup.database)
     sessions = sessionmaker(engines.writer(engine), expire_on_commit=False)
     postgresql = not engines.is_sqlite(setup.url)
+    settle_after_startup()
     sock.sendall(_frame("ready"))
     while True:
         try:
