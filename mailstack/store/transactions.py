@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from mailstack.mime import MessageAnalysis
-from mailstack.store import names
+from mailstack.store import names, prepared
 from mailstack.store.models import (
     UIDVALIDITY_COUNTER,
     Account,
@@ -371,6 +371,8 @@ _CLAIM = (
 )
 _CLAIM_BY_ID = _CLAIM.where(_MAILBOXES.c.id == bindparam("mailbox"))
 # Batch mode (defer_inserts): read once, advance in memory, write back once.
+# The loads' columns are in the order of the _Usage and _Counters fields
+# (their rows come from the DB-API cursor as plain tuples, see prepared.py).
 _LOAD_USAGE = (
     select(
         _ACCOUNTS.c.address,
@@ -411,8 +413,6 @@ _CLAIM_INBOX = _CLAIM.where(
     _MAILBOXES.c.account_id == bindparam("account"), _MAILBOXES.c.name == names.INBOX
 )
 _INSERT_CONTENT = insert(_CONTENTS).returning(_CONTENTS.c.id)
-# Several rows at once, ids returned in the order of the rows.
-_INSERT_CONTENTS = insert(_CONTENTS).returning(_CONTENTS.c.id, sort_by_parameter_order=True)
 _INSERT_MESSAGE = insert(_MESSAGES)
 _INSERT_CHANGE = insert(_CHANGES)
 # session.info key of rows held back by defer_inserts.
@@ -439,12 +439,10 @@ def _charge_deferred(
 ) -> None:
     usage = deferred.usage.get(account_id)
     if usage is None:
-        row = session.connection().execute(_LOAD_USAGE, {"account": account_id}).one_or_none()
+        row = prepared.first_row(session, _LOAD_USAGE, {"account": account_id})
         if row is None:
             raise NotFound(f"no account with id {account_id}")
-        usage = _Usage(
-            row.address, row.quota_bytes, row.quota_messages, row.used_bytes, row.used_messages
-        )
+        usage = _Usage(*row)
         deferred.usage[account_id] = usage
     if (usage.quota_bytes is not None and usage.used_bytes + add_bytes > usage.quota_bytes) or (
         usage.quota_messages is not None
@@ -487,16 +485,12 @@ def _claim_deferred(
         load = _LOAD_MAILBOX
     counters = None if mailbox_id is None else deferred.mailboxes.get(mailbox_id)
     if counters is None:
-        row = session.connection().execute(load, params).one_or_none()
+        row = prepared.first_row(session, load, params)
         if row is None:
             raise NotFound("no such mailbox")
+        loaded = _Counters(*row)
         # setdefault: the mailbox may already be cached under its other key.
-        counters = deferred.mailboxes.setdefault(
-            row.id,
-            _Counters(
-                row.id, row.account_id, row.name, row.uidvalidity, row.uidnext, row.highestmodseq
-            ),
-        )
+        counters = deferred.mailboxes.setdefault(loaded.id, loaded)
         if counters.name == names.INBOX:
             deferred.inboxes[counters.account_id] = counters.id
     first_uid = counters.uidnext
@@ -624,29 +618,24 @@ def flush_deferred(session: Session) -> None:
     deferred: _Deferred | None = session.info.get(_DEFERRED)
     if deferred is None:
         return
-    connection = session.connection()
     usage = [
         {"account": account_id, "add_bytes": u.add_bytes, "add_messages": u.add_messages}
         for account_id, u in deferred.usage.items()
         if u.add_bytes or u.add_messages
     ]
-    if usage:
-        connection.execute(_ADD_USAGE, usage)
+    prepared.execute_many(session, _ADD_USAGE, usage)
     counters = [
         {"mailbox": c.id, "new_uidnext": c.uidnext, "new_modseq": c.highestmodseq}
         for c in deferred.mailboxes.values()
         if c.changed
     ]
-    if counters:
-        connection.execute(_SET_COUNTERS, counters)
-    if deferred.contents:
-        ids = list(connection.execute(_INSERT_CONTENTS, deferred.contents).scalars())
-        for row in deferred.messages:
-            if row["content_id"] < 0:
-                row["content_id"] = ids[-1 - row["content_id"]]
-    if deferred.messages:
-        connection.execute(_INSERT_MESSAGE, deferred.messages)
-        connection.execute(_INSERT_CHANGE, deferred.changes)
+    prepared.execute_many(session, _SET_COUNTERS, counters)
+    ids = prepared.insert_returning_ids(session, _INSERT_CONTENT, deferred.contents)
+    for row in deferred.messages:
+        if row["content_id"] < 0:
+            row["content_id"] = ids[-1 - row["content_id"]]
+    prepared.execute_many(session, _INSERT_MESSAGE, deferred.messages)
+    prepared.execute_many(session, _INSERT_CHANGE, deferred.changes)
     session.info[_DEFERRED] = _Deferred()
 
 
