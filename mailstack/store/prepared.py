@@ -43,13 +43,21 @@ class _Compiled:
         return tuple(params[name] for name in self.order)
 
 
-_CACHE: dict[tuple[int, str, tuple[str, ...]], tuple[ClauseElement, _Compiled]] = {}
+_CACHE: dict[tuple[Any, ...], tuple[ClauseElement, _Compiled]] = {}
 
 
 def _compiled(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
-    # Keyed by identity: the statements are module constants (kept alive in
-    # the value, so an id is never reused while its entry exists).
-    cache_key = (id(statement), dialect.name, keys)
+    # The statement by identity: they are module constants (kept alive in
+    # the value, so an id is never reused while its entry exists).  The
+    # dialect by what decides the SQL text: driver class, placeholder style
+    # and server version (e.g. RETURNING needs SQLite 3.35).
+    cache_key = (
+        id(statement),
+        type(dialect),
+        dialect.paramstyle,
+        dialect.server_version_info,
+        keys,
+    )
     found = _CACHE.get(cache_key)
     if found is not None:
         return found[1]
