@@ -28,19 +28,24 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    compiled: SQLCompiler
-    # Bind names in placeholder order (qmark, format), or None when the
-    # DB-API takes a mapping (pyformat: psycopg).
-    order: tuple[str, ...] | None
-    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    sql: str
+    # Per placeholder: bind name, the value of a literal bind (else
+    # _GIVEN: the caller's value), the dialect's bind processor or None.
+    slots: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
+    # False when the DB-API takes a mapping (pyformat: psycopg).
+    positional: bool
 
     def parameters(self, values: dict[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        params = self.compiled.construct_params(values)
-        for name, process in self.processors:
-            params[name] = process(params[name])
-        if self.order is None:
+        params = []
+        for name, fixed, process in self.slots:
+            value = values[name] if fixed is _GIVEN else fixed
+            params.append(value if process is None else process(value))
+        if self.positional:
             return params
-        return tuple(params[name] for name in self.order)
+        return {name: value for (name, _, _), value in zip(self.slots, params, strict=True)}
+
+
+_GIVEN = object()
 
 
 _CACHE: dict[tuple[Any, ...], tuple[ClauseElement, _Compiled]] = {}
@@ -63,13 +68,16 @@ def _compiled(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...])
         return found[1]
     compiled = statement.compile(dialect=dialect, column_keys=list(keys) or None)
     assert isinstance(compiled, SQLCompiler)
-    processors = []
-    for name, bind in compiled.binds.items():
+    names = compiled.positiontup if compiled.positiontup is not None else list(compiled.binds)
+    slots = []
+    for name in names:
+        bind = compiled.binds[name]
+        # A bind with a value in the statement itself (e.g. the name
+        # "INBOX") is a constant; the others come from the caller.
+        fixed = _GIVEN if bind.required or name in keys else bind.effective_value
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if process is not None:
-            processors.append((name, process))
-    order = tuple(compiled.positiontup) if compiled.positiontup is not None else None
-    entry = _Compiled(compiled, order, tuple(processors))
+        slots.append((name, fixed, process))
+    entry = _Compiled(compiled.string, tuple(slots), compiled.positiontup is not None)
     _CACHE[cache_key] = (statement, entry)
     return entry
 
@@ -88,7 +96,7 @@ def execute_many(
     cursor, dialect = _cursor_and_dialect(session)
     compiled = _compiled(statement, dialect, tuple(rows[0]))
     try:
-        cursor.executemany(compiled.compiled.string, [compiled.parameters(r) for r in rows])
+        cursor.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
     finally:
         cursor.close()
 
@@ -98,7 +106,7 @@ def first_row(session: Session, statement: ClauseElement, values: dict[str, Any]
     cursor, dialect = _cursor_and_dialect(session)
     compiled = _compiled(statement, dialect, ())
     try:
-        cursor.execute(compiled.compiled.string, compiled.parameters(values))
+        cursor.execute(compiled.sql, compiled.parameters(values))
         return cursor.fetchone()
     finally:
         cursor.close()
@@ -115,7 +123,7 @@ def insert_returning_ids(
     ids = []
     try:
         for row in rows:
-            cursor.execute(compiled.compiled.string, compiled.parameters(row))
+            cursor.execute(compiled.sql, compiled.parameters(row))
             ids.append(cursor.fetchone()[0])
     finally:
         cursor.close()
