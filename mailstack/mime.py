@@ -82,12 +82,17 @@ class Part:
     params: list[tuple[str, str]]
     children: list[Part] = field(default_factory=list)  # multipart parts
     message: Part | None = None  # the encapsulated message of message/rfc822
+    # The first value of each field name: ENVELOPE, BODYSTRUCTURE and the
+    # sort keys look up some twenty fields per message.
+    _first: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._first = {}
+        for key, value in self.headers:
+            self._first.setdefault(key, value)
 
     def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return self._first.get(name)
 
     @property
     def is_multipart(self) -> bool:
@@ -116,17 +121,17 @@ def split_header(raw: bytes, start: int, end: int) -> int:
         return start + 2
     if raw.startswith(b"\n", start) and start + 1 <= end:
         return start + 1
-    pos = start
-    while True:
-        nl = raw.find(b"\n", pos, end)
-        if nl < 0:
-            return end
-        nxt = nl + 1
-        if raw.startswith(b"\r\n", nxt) and nxt + 2 <= end:
-            return nxt + 2
-        if raw.startswith(b"\n", nxt) and nxt + 1 <= end:
-            return nxt + 1
-        pos = nxt
+    # The first line break followed by an empty line (CRLF or bare LF).
+    crlf = raw.find(b"\n\r\n", start, end)
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 2)
+    if lf >= 0:
+        return lf + 2
+    if crlf >= 0:
+        return crlf + 3
+    return end
+
+
+_FIELD_NAME_CHARS = bytes(range(33, 127))
 
 
 def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
@@ -145,7 +150,9 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
         if colon <= 0:
             continue
         name = line[:colon].strip()
-        if not name or any(c <= 32 or c >= 127 for c in name):
+        # RFC 5322 2.2: a field name is printable US-ASCII but space (and
+        # colon, which ends it): nothing may be left once those are deleted.
+        if not name or name.translate(None, _FIELD_NAME_CHARS):
             continue
         fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :])))
     return [(name, to_text(bytes(value)).strip()) for name, value in fields]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -299,3 +300,33 @@ def test_never_raises_on_mime_shaped_input(pieces: list[bytes]) -> None:
     a = mime.analyze(raw)
     assert json.loads(json.dumps(a.bodystructure)) == a.bodystructure
     mime.text_content(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "start", "end", "body"),
+    [
+        (b"A: 1\r\n\r\nbody", 0, 13, 8),  # CRLF blank line
+        (b"A: 1\n\nbody", 0, 10, 6),  # bare LF blank line
+        (b"A: 1\n\nB: 2\r\n\r\nbody", 0, 19, 6),  # the first blank line wins
+        (b"A: 1\r\nB: 2\n\r\nbody", 0, 17, 13),  # LF then CRLF: still a blank line
+        (b"A: 1\r\n\r\nbody", 0, 7, 7),  # the blank line is past the end: all header
+        (b"\r\nbody", 0, 6, 2),  # empty header
+        (b"xx\nA: 1\n\nbody", 3, 13, 9),  # a part that starts inside the message
+        (b"A: 1\r\nB: 2", 0, 10, 10),  # no blank line
+    ],
+)
+def test_split_header_finds_the_first_empty_line(
+    raw: bytes, start: int, end: int, body: int
+) -> None:
+    assert mime.split_header(raw, start, end) == body
+
+
+def test_fields_with_invalid_names_are_skipped() -> None:
+    block = b"Good-Name: 1\r\nBad Name: 2\r\nBad\x7fName: 3\r\n\xe9t\xe9: 4\r\n: 5\r\nLast: 6\r\n"
+    assert mime.parse_header_fields(block) == [("good-name", "1"), ("last", "6")]
+
+
+def test_a_repeated_field_answers_with_its_first_value() -> None:
+    part = mime.parse_tree(b"Subject: first\r\nSubject: second\r\n\r\nbody")
+    assert part.header("subject") == "first"
+    assert part.headers == [("subject", "first"), ("subject", "second")]
