@@ -7,9 +7,10 @@ GIL back and forth several times per message; on a small virtual machine
 each hand-over costs a futex wake and a context switch, and the SMTP
 listener spent more CPU on that than on the SQL itself (bench/smtp_bench.py).
 A child process has its own interpreter: deliveries are pickled to it over
-a socketpair in batches, it runs the same :func:`writer.run_batch` (one
-transaction, one fsync per batch) and answers after COMMIT, so "returned"
-still means "durable".
+a socketpair as soon as they are queued, it commits whatever has arrived
+by the time the previous commit ends with the same :func:`writer.run_batch`
+(one transaction, one fsync per batch) and answers after COMMIT, so
+"returned" still means "durable".
 
 Only new messages go this way (:class:`NewMessage`: SMTP delivery and
 submission, both insert-only); every other write stays with the thread
@@ -18,26 +19,28 @@ IMMEDIATE, PostgreSQL's advisory lock) like two processes sharing a store.
 
 Lifecycle: :meth:`ProcessWriter.run` starts the child (``python -m
 mailstack.store.writer_process FD``) when the first new message arrives,
-and restarts it if it dies.  Writes
-that find no child ready, or were still queued when it died, go to the
-``fallback`` (the thread writer), so a child that cannot start costs speed,
-never mail.  A batch in flight when the child dies fails with
-TemporaryFailure (the client retries; the batch may or may not have
-committed, as after any crash between COMMIT and the reply).  The child ignores SIGINT, SIGTERM and
-SIGHUP, which a terminal or systemd sends to the whole process group: it
-keeps committing while the parent drains its sessions, and exits when the
-parent closes the socket (or dies).
+and restarts it if it dies.  Writes that find no child ready, or were
+still queued when it died, go to the ``fallback`` (the thread writer), so a
+child that cannot start costs speed, never mail.  Writes sent to the child
+and not yet answered when it dies fail with TemporaryFailure (the client
+retries; they may or may not have committed, as after any crash between
+COMMIT and the reply).  The child ignores SIGINT, SIGTERM and SIGHUP, which
+a terminal or systemd sends to the whole process group: it keeps
+committing while the parent drains its sessions, and exits when the parent
+closes the socket (or dies).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import signal
 import socket
 import struct
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,19 +116,47 @@ def _frame(value: object) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
-def _receive_exactly_blocking(sock: socket.socket, size: int) -> bytes:
-    buffer = bytearray()
-    while len(buffer) < size:
-        chunk = sock.recv(size - len(buffer))
+_INCOMPLETE = object()
+
+
+def _take_frame(buffer: bytearray) -> Any:
+    """Remove the first whole frame from ``buffer`` and return its value;
+    ``_INCOMPLETE`` while its bytes have not all arrived."""
+    if len(buffer) < _LENGTH.size:
+        return _INCOMPLETE
+    end = _LENGTH.size + _LENGTH.unpack_from(buffer)[0]
+    if len(buffer) < end:
+        return _INCOMPLETE
+    value = pickle.loads(memoryview(buffer)[_LENGTH.size : end])
+    del buffer[:end]
+    return value
+
+
+def _receive_blocking(sock: socket.socket, buffer: bytearray) -> Any:
+    while (value := _take_frame(buffer)) is _INCOMPLETE:
+        chunk = sock.recv(FRAME_RECEIVE_BYTES)
         if not chunk:
             raise EOFError("the parent closed the socket")
         buffer += chunk
-    return bytes(buffer)
+    return value
 
 
-def _receive_blocking(sock: socket.socket) -> Any:
-    (size,) = _LENGTH.unpack(_receive_exactly_blocking(sock, _LENGTH.size))
-    return pickle.loads(_receive_exactly_blocking(sock, size))
+def _receive_writes(sock: socket.socket, buffer: bytearray, limit: int) -> list[NewMessage]:
+    """The writes of the next frame (waiting for one if need be) and of
+    every further frame already sent, up to about ``limit`` writes: what
+    the parent queued while the last batch committed is the next batch."""
+    writes: list[NewMessage] = _receive_blocking(sock, buffer)
+    while True:
+        try:
+            chunk = sock.recv(FRAME_RECEIVE_BYTES, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break  # the parent closed the socket: the next receive says so
+        buffer += chunk
+    while len(writes) < limit and (more := _take_frame(buffer)) is not _INCOMPLETE:
+        writes += more
+    return writes
 
 
 # -- the child -------------------------------------------------------------------
@@ -151,7 +182,8 @@ def child_main(fd: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
-    setup: _Setup = _receive_blocking(sock)
+    buffer = bytearray()
+    setup: _Setup = _receive_blocking(sock, buffer)
     from mailstack.logs import setup_logging
 
     setup_logging(setup.logging)
@@ -162,7 +194,7 @@ def child_main(fd: int) -> None:
     sock.sendall(_frame("ready"))
     while True:
         try:
-            writes: list[NewMessage] = _receive_blocking(sock)
+            writes = _receive_writes(sock, buffer, setup.database.max_batch)
         except (EOFError, OSError):
             break  # the parent closed the socket or died
         batch: list[Work[Any]] = [
@@ -177,6 +209,22 @@ def child_main(fd: int) -> None:
 
 
 # -- the parent ------------------------------------------------------------------
+
+
+class _FrameReader:
+    """The frames the child sends, in order (several may come in one read)."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def next(self) -> Any:
+        while (value := _take_frame(self._buffer)) is _INCOMPLETE:
+            chunk = await self._stream.receive_some(FRAME_RECEIVE_BYTES)
+            if not chunk:
+                raise EOFError("the writer process exited")
+            self._buffer += chunk
+        return value
 
 
 class _NotSent(Exception):
@@ -282,63 +330,87 @@ class ProcessWriter:
         finally:
             theirs.close()
         stream = PlainStream(ours)
+        answers = _FrameReader(stream)
         self._child_pid = process.pid
         try:
             await stream.send_all(_frame(self._setup))
-            if await self._receive_frame(stream) != "ready":
+            if await answers.next() != "ready":
                 raise EOFError("the writer process did not start")
             log.info("writer process %d started", process.pid)
             self._stream = stream
-            await self._serve_batches(stream)
+            await self._serve_batches(stream, answers)
         finally:
             self._stream = None
             self._child_pid = None
             await self._stop(stream, process)
 
-    async def _serve_batches(self, stream: PlainStream) -> None:
-        async for first in self._receive:
-            batch = take_batch(first, self._receive, self._max_batch)
-            # Shielded: a batch the child may be committing must get its
-            # answer, as the thread writer's does.
-            with trio.CancelScope(shield=True):
-                try:
-                    await stream.send_all(_frame([p.write for p in batch]))
-                except BaseException:
-                    # The child never had the whole frame: nothing committed.
-                    self._settle(batch, _NotSent())
-                    raise
-                try:
-                    answers = await self._receive_frame(stream)
-                except BaseException:
-                    self._settle(batch, TemporaryFailure("the writer process failed"))
-                    raise
-            for pending, (result, error) in zip(batch, answers, strict=True):
-                pending.result, pending.error = result, error
-                pending.done.set()
-            self._on_commit()
+    async def _serve_batches(self, stream: PlainStream, answers: _FrameReader) -> None:
+        """Send each batch as soon as it is queued, without waiting for the
+        answer to the one before: the child finds what was queued during a
+        commit already in its socket when the commit ends, so this
+        process's scheduling delay is not part of every commit.  Answers
+        come back in the order the writes were sent, each covering one or
+        more batches."""
+        sent_send, sent_receive = trio.open_memory_channel[list[_Pending]](math.inf)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._settle_answers, answers, sent_receive)
+            with sent_send:
+                async for first in self._receive:
+                    batch = take_batch(first, self._receive, self._max_batch)
+                    # Owed before it is sent: the answer may come back
+                    # before send_all returns.
+                    sent_send.send_nowait(batch)
+                    # Shielded: a frame cut short would cost the whole
+                    # batch a retry.
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await stream.send_all(_frame([p.write for p in batch]))
+                        except BaseException:
+                            # The child never had the whole frame: nothing
+                            # of it is committed.
+                            self._settle(batch, _NotSent())
+                            raise
+
+    async def _settle_answers(
+        self, answers: _FrameReader, sent: trio.MemoryReceiveChannel[list[_Pending]]
+    ) -> None:
+        """Hand each answer to its waiting write.  Shielded: a write the
+        child may be committing gets its answer even while the server
+        stops, as the thread writer's does; ends once the sender is done
+        and nothing is owed."""
+        owed: deque[_Pending] = deque()
+        with trio.CancelScope(shield=True):
+            try:
+                while True:
+                    if not owed:
+                        try:
+                            owed.extend(await sent.receive())
+                        except trio.EndOfChannel:
+                            return
+                    results = await answers.next()
+                    for result, error in results:
+                        if not owed:
+                            owed.extend(sent.receive_nowait())
+                        pending = owed.popleft()
+                        pending.result, pending.error = result, error
+                        pending.done.set()
+                    self._on_commit()
+            except BaseException:
+                failure = TemporaryFailure("the writer process failed")
+                self._settle([p for p in owed if not p.done.is_set()], failure)
+                while True:
+                    try:
+                        batch = sent.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    self._settle([p for p in batch if not p.done.is_set()], failure)
+                raise
 
     @staticmethod
     def _settle(batch: list[_Pending], error: BaseException) -> None:
         for pending in batch:
             pending.error = error
             pending.done.set()
-
-    @staticmethod
-    async def _receive_frame(stream: trio.abc.ReceiveStream) -> Any:
-        """The child's next frame (the answer to a batch usually comes in one
-        read).  The child speaks only when asked, so nothing may follow it."""
-        buffer = b""
-        while True:
-            if len(buffer) >= _LENGTH.size:
-                end = _LENGTH.size + _LENGTH.unpack_from(buffer)[0]
-                if len(buffer) == end:
-                    return pickle.loads(buffer[_LENGTH.size :])
-                if len(buffer) > end:
-                    raise EOFError("the writer process sent more than it was asked")
-            chunk = await stream.receive_some(FRAME_RECEIVE_BYTES)
-            if not chunk:
-                raise EOFError("the writer process exited")
-            buffer += chunk
 
     @staticmethod
     async def _stop(stream: PlainStream, process: trio.Process) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -143,6 +144,68 @@ async def test_a_killed_child_is_replaced_and_no_write_is_lost(
     assert subjects == {"starter", "during", "after"}
 
 
+async def test_writes_queued_while_the_child_commits_are_all_sent_to_it(
+    child_store: Store, carol: AccountRecord
+) -> None:
+    pid = await first_message_starts_the_child(child_store, carol)
+    outcome: list[BaseException | None] = []
+
+    async def deliver(raw: bytes) -> None:
+        try:
+            await child_store.deliver([carol.id], raw)
+            outcome.append(None)
+        except TemporaryFailure as exc:
+            outcome.append(exc)
+
+    # Two waves while the child is stopped: the second does not wait for
+    # the answer to the first, so both are the child's when it dies.
+    # Nothing commits, and no write is answered with a false success.
+    os.kill(pid, signal.SIGSTOP)
+    async with trio.open_nursery() as nursery:
+        for wave in ("a", "b"):
+            for number in range(10):
+                nursery.start_soon(deliver, message(f"{wave}{number}"))
+            await trio.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+    assert len(outcome) == 20
+    assert all(isinstance(result, TemporaryFailure) for result in outcome)
+    inbox = await child_store.get_mailbox(carol.id, "INBOX")
+    assert inbox is not None
+    subjects = {r.headers["subject"] for r in await child_store.list_messages(inbox.id)}
+    assert subjects == {"starter"}
+
+
+async def test_stopping_the_store_waits_for_what_the_child_owes(config: Config) -> None:
+    migrate.upgrade(config.database_url)
+    config = replace(config, database=replace(config.database, writer_process=True))
+    stored: list[int] = []
+
+    async def resume_later(pid: int) -> None:
+        await trio.sleep(0.5)
+        os.kill(pid, signal.SIGCONT)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as outside:
+            async with open_store(config) as store:
+                await store.add_domain("example.test")
+                account = await store.add_account("gina@example.test", "hash-g")
+                pid = await first_message_starts_the_child(store, account)
+
+                async def deliver(number: int) -> None:
+                    [one] = await store.deliver([account.id], message(f"late{number}"))
+                    stored.append(one.uid)
+
+                os.kill(pid, signal.SIGSTOP)
+                for number in range(5):
+                    outside.start_soon(deliver, number)
+                await trio.sleep(0.2)
+                outside.start_soon(resume_later, pid)
+                # Leaving the block cancels the store's tasks while the
+                # stopped child holds the five writes.
+            # The store has stopped: it waited for the child's answers.
+            assert sorted(stored) == [2, 3, 4, 5, 6]
+
+
 async def test_the_child_ignores_group_signals_and_ends_with_the_store(
     config: Config,
 ) -> None:
@@ -193,3 +256,20 @@ async def test_a_child_that_cannot_start_costs_speed_not_mail(
     ]
     # Each start failed at once: the pause before the next one doubled.
     assert waits[:2] == ["1 s", "2 s"]
+
+
+def test_the_child_takes_every_frame_already_sent_as_one_batch() -> None:
+    from mailstack.store.writer_process import _frame, _receive_writes
+
+    parent, child = socket.socketpair()
+    with parent, child:
+        frames = [_frame(["a"]), _frame(["b", "c"]), _frame(["d"]), _frame(["e"])]
+        last = frames.pop()
+        parent.sendall(b"".join(frames) + last[:3])  # the last one cut short
+        buffer = bytearray()
+        # Whole frames until the batch has at least the limit (2) of writes.
+        assert _receive_writes(child, buffer, 2) == ["a", "b", "c"]
+        assert _receive_writes(child, buffer, 2) == ["d"]
+        parent.sendall(last[3:])
+        assert _receive_writes(child, buffer, 2) == ["e"]
+        assert buffer == bytearray()
