@@ -142,11 +142,18 @@ def _receive_blocking(sock: socket.socket, buffer: bytearray) -> Any:
 
 
 def _receive_writes(sock: socket.socket, buffer: bytearray, limit: int) -> list[NewMessage]:
-    """The writes of the next frame (waiting for one if need be) and of
-    every further frame already sent, up to about ``limit`` writes: what
-    the parent queued while the last batch committed is the next batch."""
+    """The writes of the next frame (waiting for one if need be) and of the
+    frames sent after it that are already here, up to about ``limit``
+    writes: what the parent queued while the last batch committed is the
+    next batch.  Nothing is read beyond that, so a child that falls behind
+    lets the socket fill and the parent's senders wait (its memory stays
+    bounded)."""
     writes: list[NewMessage] = _receive_blocking(sock, buffer)
-    while True:
+    while len(writes) < limit:
+        more = _take_frame(buffer)
+        if more is not _INCOMPLETE:
+            writes += more
+            continue
         try:
             chunk = sock.recv(FRAME_RECEIVE_BYTES, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -154,8 +161,6 @@ def _receive_writes(sock: socket.socket, buffer: bytearray, limit: int) -> list[
         if not chunk:
             break  # the parent closed the socket: the next receive says so
         buffer += chunk
-    while len(writes) < limit and (more := _take_frame(buffer)) is not _INCOMPLETE:
-        writes += more
     return writes
 
 

@@ -273,3 +273,18 @@ def test_the_child_takes_every_frame_already_sent_as_one_batch() -> None:
         parent.sendall(last[3:])
         assert _receive_writes(child, buffer, 2) == ["e"]
         assert buffer == bytearray()
+
+
+def test_the_child_reads_no_further_than_its_batch() -> None:
+    from mailstack.store.writer_process import _frame, _receive_writes
+
+    parent, child = socket.socketpair()
+    with parent, child:
+        big = ["x" * 60_000]
+        parent.sendall(_frame(big) * 3)
+        buffer = bytearray()
+        assert _receive_writes(child, buffer, 1) == big
+        # What is not needed yet stays in the socket: a child that falls
+        # behind makes the parent's sends wait instead of growing here.
+        assert len(buffer) < 60_000
+        assert child.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
