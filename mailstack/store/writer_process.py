@@ -356,6 +356,8 @@ class ProcessWriter:
         process's scheduling delay is not part of every commit.  Answers
         come back in the order the writes were sent, each covering one or
         more batches."""
+        # Unbounded, yet what is in flight stays small: the child reads no
+        # further than its next batch, so a full socket stops the sender.
         sent_send, sent_receive = trio.open_memory_channel[list[_Pending]](math.inf)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._settle_answers, answers, sent_receive)
@@ -395,7 +397,12 @@ class ProcessWriter:
                     results = await answers.next()
                     for result, error in results:
                         if not owed:
-                            owed.extend(sent.receive_nowait())
+                            try:
+                                owed.extend(sent.receive_nowait())
+                            except trio.WouldBlock:
+                                raise EOFError(
+                                    "the writer process answered for nothing sent"
+                                ) from None
                         pending = owed.popleft()
                         pending.result, pending.error = result, error
                         pending.done.set()
