@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import binascii
 import quopri
+import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailstack.imap import sort_keys
 
@@ -164,14 +165,45 @@ _SPECIALS = set('()<>@,;:\\".[]')
 _TSPECIALS = set('()<>@,;:\\"/[]?=')
 
 
-@dataclass(frozen=True, slots=True)
-class _Tok:
+class _Tok(NamedTuple):
     kind: str  # "atom", "qs" (quoted string, unquoted), "lit" ([domain literal]), "sp" (special)
     text: str
     space_before: bool
 
 
+# Values with no comment, quoted string or domain literal (most address
+# and parameter fields) split into atoms and specials by one regex.
+_NEEDS_SCAN = re.compile(r'[("\[]')
+_SIMPLE_TOKENS: dict[frozenset[str], re.Pattern[str]] = {}
+
+
+def _simple_tokens(specials: set[str]) -> re.Pattern[str]:
+    key = frozenset(specials)
+    pattern = _SIMPLE_TOKENS.get(key)
+    if pattern is None:
+        chars = re.escape("".join(sorted(specials)))
+        pattern = re.compile(rf"([ \t\r\n]+)|([{chars}])|([^{chars} \t\r\n]+)")
+        _SIMPLE_TOKENS[key] = pattern
+    return pattern
+
+
 def _tokenize(value: str, specials: set[str]) -> list[_Tok]:
+    if _NEEDS_SCAN.search(value) is not None:
+        return _scan_tokens(value, specials)
+    toks: list[_Tok] = []
+    space = False
+    for blank, special, atom in _simple_tokens(specials).findall(value):
+        if blank:
+            space = True
+        else:
+            toks.append(_Tok("sp", special, space) if special else _Tok("atom", atom, space))
+            space = False
+    return toks
+
+
+def _scan_tokens(value: str, specials: set[str]) -> list[_Tok]:
+    """Character by character: comments (which nest), quoted strings with
+    their escapes, domain literals."""
     toks: list[_Tok] = []
     i, n = 0, len(value)
     space = False

@@ -330,3 +330,12 @@ def test_a_repeated_field_answers_with_its_first_value() -> None:
     part = mime.parse_tree(b"Subject: first\r\nSubject: second\r\n\r\nbody")
     assert part.header("subject") == "first"
     assert part.headers == [("subject", "first"), ("subject", "second")]
+
+
+@settings(max_examples=2000)
+@given(
+    st.text(alphabet=st.sampled_from(list('ab.@<>,;:/=?\\ \t\r\n()"[]')), max_size=30),
+    st.sampled_from([mime._SPECIALS, mime._TSPECIALS, {","}]),
+)
+def test_the_quick_tokenizer_agrees_with_the_full_scan(value: str, specials: set[str]) -> None:
+    assert mime._tokenize(value, specials) == mime._scan_tokens(value, specials)
