@@ -82,49 +82,42 @@ def _compiled(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...])
     return entry
 
 
-def _cursor_and_dialect(session: Session) -> tuple[Any, Dialect]:
-    connection = session.connection()
-    return connection.connection.cursor(), connection.dialect
+class Runner:
+    """The batch statements of one transaction, on one cursor of its
+    connection (taken from the session once, not per statement)."""
 
+    def __init__(self, session: Session) -> None:
+        connection = session.connection()
+        self._dialect = connection.dialect
+        # The driver's own cursor (sqlite3, psycopg): parameters as its
+        # placeholder style wants them, see _Compiled.parameters.
+        self._cursor: Any = connection.connection.cursor()
 
-def execute_many(
-    session: Session, statement: ClauseElement, rows: Sequence[dict[str, Any]]
-) -> None:
-    """INSERT or UPDATE once per row of ``rows`` (all with the same keys)."""
-    if not rows:
-        return
-    cursor, dialect = _cursor_and_dialect(session)
-    compiled = _compiled(statement, dialect, tuple(rows[0]))
-    try:
-        cursor.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
-    finally:
-        cursor.close()
+    def close(self) -> None:
+        self._cursor.close()
 
+    def execute_many(self, statement: ClauseElement, rows: Sequence[dict[str, Any]]) -> None:
+        """INSERT or UPDATE once per row of ``rows`` (all with the same keys)."""
+        if not rows:
+            return
+        compiled = _compiled(statement, self._dialect, tuple(rows[0]))
+        self._cursor.executemany(compiled.sql, [compiled.parameters(r) for r in rows])
 
-def first_row(session: Session, statement: ClauseElement, values: dict[str, Any]) -> Any:
-    """The first row (a tuple) of a SELECT or RETURNING statement, or None."""
-    cursor, dialect = _cursor_and_dialect(session)
-    compiled = _compiled(statement, dialect, ())
-    try:
-        cursor.execute(compiled.sql, compiled.parameters(values))
-        return cursor.fetchone()
-    finally:
-        cursor.close()
+    def first_row(self, statement: ClauseElement, values: dict[str, Any]) -> Any:
+        """The first row (a tuple) of a SELECT or RETURNING statement, or None."""
+        compiled = _compiled(statement, self._dialect, ())
+        self._cursor.execute(compiled.sql, compiled.parameters(values))
+        return self._cursor.fetchone()
 
-
-def insert_returning_ids(
-    session: Session, statement: ClauseElement, rows: Sequence[dict[str, Any]]
-) -> list[int]:
-    """Run an ``INSERT ... RETURNING id`` once per row; the ids in row order."""
-    if not rows:
-        return []
-    cursor, dialect = _cursor_and_dialect(session)
-    compiled = _compiled(statement, dialect, tuple(rows[0]))
-    ids = []
-    try:
+    def insert_returning_ids(
+        self, statement: ClauseElement, rows: Sequence[dict[str, Any]]
+    ) -> list[int]:
+        """Run an ``INSERT ... RETURNING id`` once per row; the ids in row order."""
+        if not rows:
+            return []
+        compiled = _compiled(statement, self._dialect, tuple(rows[0]))
+        ids = []
         for row in rows:
-            cursor.execute(compiled.sql, compiled.parameters(row))
-            ids.append(cursor.fetchone()[0])
-    finally:
-        cursor.close()
-    return ids
+            self._cursor.execute(compiled.sql, compiled.parameters(row))
+            ids.append(self._cursor.fetchone()[0])
+        return ids

@@ -439,7 +439,7 @@ def _charge_deferred(
 ) -> None:
     usage = deferred.usage.get(account_id)
     if usage is None:
-        row = prepared.first_row(session, _LOAD_USAGE, {"account": account_id})
+        row = _runner(session, deferred).first_row(_LOAD_USAGE, {"account": account_id})
         if row is None:
             raise NotFound(f"no account with id {account_id}")
         usage = _Usage(*row)
@@ -485,7 +485,7 @@ def _claim_deferred(
         load = _LOAD_MAILBOX
     counters = None if mailbox_id is None else deferred.mailboxes.get(mailbox_id)
     if counters is None:
-        row = prepared.first_row(session, load, params)
+        row = _runner(session, deferred).first_row(load, params)
         if row is None:
             raise NotFound("no such mailbox")
         loaded = _Counters(*row)
@@ -595,6 +595,7 @@ class _Deferred:
     usage: dict[int, _Usage] = field(default_factory=dict)
     mailboxes: dict[int, _Counters] = field(default_factory=dict)
     inboxes: dict[int, int] = field(default_factory=dict)  # account id -> INBOX id
+    runner: prepared.Runner | None = None  # opened by the first statement
 
 
 def defer_inserts(session: Session) -> None:
@@ -623,20 +624,28 @@ def flush_deferred(session: Session) -> None:
         for account_id, u in deferred.usage.items()
         if u.add_bytes or u.add_messages
     ]
-    prepared.execute_many(session, _ADD_USAGE, usage)
+    run = _runner(session, deferred)
+    run.execute_many(_ADD_USAGE, usage)
     counters = [
         {"mailbox": c.id, "new_uidnext": c.uidnext, "new_modseq": c.highestmodseq}
         for c in deferred.mailboxes.values()
         if c.changed
     ]
-    prepared.execute_many(session, _SET_COUNTERS, counters)
-    ids = prepared.insert_returning_ids(session, _INSERT_CONTENT, deferred.contents)
+    run.execute_many(_SET_COUNTERS, counters)
+    ids = run.insert_returning_ids(_INSERT_CONTENT, deferred.contents)
     for row in deferred.messages:
         if row["content_id"] < 0:
             row["content_id"] = ids[-1 - row["content_id"]]
-    prepared.execute_many(session, _INSERT_MESSAGE, deferred.messages)
-    prepared.execute_many(session, _INSERT_CHANGE, deferred.changes)
+    run.execute_many(_INSERT_MESSAGE, deferred.messages)
+    run.execute_many(_INSERT_CHANGE, deferred.changes)
+    run.close()
     session.info[_DEFERRED] = _Deferred()
+
+
+def _runner(session: Session, deferred: _Deferred) -> prepared.Runner:
+    if deferred.runner is None:
+        deferred.runner = prepared.Runner(session)
+    return deferred.runner
 
 
 def _add_content(session: Session, raw: bytes) -> int:
