@@ -199,6 +199,11 @@ def _parse_path(argument: str, *, null_allowed: bool) -> tuple[str, str]:
 
 def _closing_bracket(argument: str) -> int:
     """Index of the ">" closing the path, skipping quoted local parts."""
+    if '"' not in argument:  # nearly every path: the first ">" closes it
+        end = argument.find(">")
+        if end < 0:
+            raise ValueError("unterminated path")
+        return end
     quoted = escaped = False
     for index, char in enumerate(argument):
         if escaped:

@@ -111,8 +111,9 @@ class DataDecoder:
         """Complete lines (starting at a line start) that are message content."""
         if not lines:
             return
-        crlf = lines.count(b"\r\n")
-        if lines.count(b"\n") != crlf or lines.count(b"\r") != crlf:
+        # A CR or LF left once the CRLF pairs are gone stands alone.
+        without_crlf = lines.replace(b"\r\n", b"")
+        if b"\r" in without_crlf or b"\n" in without_crlf:
             self.problems.add(Problem.BARE_LINE_ENDING)
         if len(lines) > MAX_TEXT_LINE and _has_long_line(lines):
             self.problems.add(Problem.LINE_TOO_LONG)

@@ -32,6 +32,7 @@ from mailstack.store.records import (
 from mailstack.store.store import Store
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_RECEIVED_FIELD = re.compile(rb"(?im)^Received[ \t]*:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,7 @@ def _has_field(header_block: bytes, name: bytes) -> bool:
 
 def hop_count(content: bytes) -> int:
     """RFC 5321 6.3: the number of Received fields, to stop mail loops."""
-    return len(re.findall(rb"(?im)^Received[ \t]*:", _header_block(content)))
+    return len(_RECEIVED_FIELD.findall(_header_block(content)))
 
 
 def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:

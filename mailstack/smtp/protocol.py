@@ -427,7 +427,7 @@ class SmtpProtocol:
         self.session.helo = command.domain
         self.session.esmtp = command.extended
         if command.extended:
-            self._send(Reply(250, None, self.ehlo_lines()))
+            self._send(replies.ehlo(self.ehlo_lines()))
         else:
             self._send(Reply(250, None, self.settings.hostname))
         self._settle()

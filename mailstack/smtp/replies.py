@@ -9,7 +9,7 @@ sends is built here, so the wording and codes live in one catalogue.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +17,12 @@ class Reply:
     code: int
     enhanced: str | None  # "x.y.z" (RFC 3463) or None where RFC 2034 omits it
     text: str | tuple[str, ...]  # one line, or the lines of a multi-line reply
+    # The reply as sent, made once: nearly every reply is one of the
+    # catalogue's constants, sent several times per message.
+    wire: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", _render(self))
 
     @property
     def positive(self) -> bool:
@@ -27,17 +33,14 @@ class Reply:
         return (self.text,) if isinstance(self.text, str) else self.text
 
     def render(self) -> bytes:
-        """RFC 5321 4.2.1: "code-text" on every line but the last, "code text" on it."""
-        return _render(self)
+        return self.wire
 
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
 
 
-@functools.lru_cache(maxsize=512)
 def _render(reply: Reply) -> bytes:
-    # Cached: nearly every reply is one of the catalogue's constants, sent
-    # several times per message.
+    """RFC 5321 4.2.1: "code-text" on every line but the last, "code text" on it."""
     lines = reply.lines or ("",)
     prefix = f"{reply.enhanced} " if reply.enhanced else ""
     out = []
@@ -117,9 +120,17 @@ STORE_UNAVAILABLE = Reply(451, "4.3.0", "temporary failure, try again later")
 MESSAGE_ACCEPTED = Reply(250, "2.0.0", "message accepted")
 
 
+@functools.lru_cache(maxsize=64)
 def greeting(hostname: str) -> Reply:
     # RFC 2034 3: no enhanced code on the greeting.
     return Reply(220, None, f"{hostname} ESMTP mailstack ready")
+
+
+@functools.lru_cache(maxsize=256)
+def ehlo(lines: tuple[str, ...]) -> Reply:
+    """RFC 5321 4.1.1.1: the EHLO reply, the extensions one per line (no
+    enhanced codes, RFC 2034 3); one object per distinct set of lines."""
+    return Reply(250, None, lines)
 
 
 def help_reply() -> Reply:
