@@ -597,6 +597,10 @@ class _Deferred:
     inboxes: dict[int, int] = field(default_factory=dict)  # account id -> INBOX id
     runner: prepared.Runner | None = None  # opened by the first statement
 
+    @property
+    def holds_anything(self) -> bool:
+        return bool(self.usage or self.mailboxes or self.contents or self.messages or self.changes)
+
 
 def defer_inserts(session: Session) -> None:
     """Batch mode for a run of deliveries in one transaction.
@@ -617,7 +621,7 @@ def defer_inserts(session: Session) -> None:
 
 def flush_deferred(session: Session) -> None:
     deferred: _Deferred | None = session.info.get(_DEFERRED)
-    if deferred is None:
+    if deferred is None or not deferred.holds_anything:
         return
     usage = [
         {"account": account_id, "add_bytes": u.add_bytes, "add_messages": u.add_messages}
