@@ -364,6 +364,14 @@ class ProcessWriter:
             with sent_send:
                 async for first in self._receive:
                     batch = take_batch(first, self._receive, self._max_batch)
+                    try:
+                        frame = _frame([p.write for p in batch])
+                    except Exception:
+                        # A bug, not the child's failure: the thread
+                        # writer takes these writes, the child stays.
+                        log.exception("writer process: a batch could not be pickled")
+                        self._settle(batch, _NotSent())
+                        continue
                     # Owed before it is sent: the answer may come back
                     # before send_all returns.
                     sent_send.send_nowait(batch)
@@ -371,7 +379,7 @@ class ProcessWriter:
                     # batch a retry.
                     with trio.CancelScope(shield=True):
                         try:
-                            await stream.send_all(_frame([p.write for p in batch]))
+                            await stream.send_all(frame)
                         except BaseException:
                             # The child never had the whole frame: nothing
                             # of it is committed.

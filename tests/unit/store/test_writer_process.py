@@ -8,6 +8,7 @@ with real signals to show where the writes happen and that none is lost.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -204,6 +205,31 @@ async def test_stopping_the_store_waits_for_what_the_child_owes(config: Config) 
                 # stopped child holds the five writes.
             # The store has stopped: it waited for the child's answers.
             assert sorted(stored) == [2, 3, 4, 5, 6]
+
+
+async def test_a_batch_that_cannot_be_pickled_goes_to_the_thread_writer(
+    child_store: Store,
+    carol: AccountRecord,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mailstack.store import writer_process
+
+    pid = await first_message_starts_the_child(child_store, carol)
+    real_frame = writer_process._frame
+
+    def frame(value: object) -> bytes:
+        if isinstance(value, list) and any(b"poison" in w.raw for w in value):
+            raise pickle.PicklingError("cannot pickle this one")
+        return real_frame(value)
+
+    monkeypatch.setattr(writer_process, "_frame", frame)
+    with trio.fail_after(20):  # a batch owed but never sent would hang here
+        [stored] = await child_store.deliver([carol.id], message("poison"))
+        [after] = await child_store.deliver([carol.id], message("after"))
+    assert (stored.uid, after.uid) == (2, 3)
+    assert child_store.writer_process_pid == pid  # the child was not restarted
+    assert "a batch could not be pickled" in caplog.text
 
 
 async def test_the_child_ignores_group_signals_and_ends_with_the_store(
