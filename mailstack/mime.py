@@ -161,8 +161,9 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
 
 # -- structured header tokens (RFC 5322 3.2 / RFC 2045 5.1) ------------------
 
-_SPECIALS = set('()<>@,;:\\".[]')
-_TSPECIALS = set('()<>@,;:\\"/[]?=')
+_SPECIALS = frozenset('()<>@,;:\\".[]')
+_TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
+_COMMA = frozenset(",")  # list separators only (Content-Language tags)
 
 
 class _Tok(NamedTuple):
@@ -177,17 +178,16 @@ _NEEDS_SCAN = re.compile(r'[("\[]')
 _SIMPLE_TOKENS: dict[frozenset[str], re.Pattern[str]] = {}
 
 
-def _simple_tokens(specials: set[str]) -> re.Pattern[str]:
-    key = frozenset(specials)
-    pattern = _SIMPLE_TOKENS.get(key)
+def _simple_tokens(specials: frozenset[str]) -> re.Pattern[str]:
+    pattern = _SIMPLE_TOKENS.get(specials)
     if pattern is None:
         chars = re.escape("".join(sorted(specials)))
         pattern = re.compile(rf"([ \t\r\n]+)|([{chars}])|([^{chars} \t\r\n]+)")
-        _SIMPLE_TOKENS[key] = pattern
+        _SIMPLE_TOKENS[specials] = pattern
     return pattern
 
 
-def _tokenize(value: str, specials: set[str]) -> list[_Tok]:
+def _tokenize(value: str, specials: frozenset[str]) -> list[_Tok]:
     if _NEEDS_SCAN.search(value) is not None:
         return _scan_tokens(value, specials)
     toks: list[_Tok] = []
@@ -201,7 +201,7 @@ def _tokenize(value: str, specials: set[str]) -> list[_Tok]:
     return toks
 
 
-def _scan_tokens(value: str, specials: set[str]) -> list[_Tok]:
+def _scan_tokens(value: str, specials: frozenset[str]) -> list[_Tok]:
     """Character by character: comments (which nest), quoted strings with
     their escapes, domain literals."""
     toks: list[_Tok] = []
@@ -526,7 +526,7 @@ def _language(part: Part) -> Any:
     value = part.header("content-language")
     if value is None:
         return None
-    tags = [t.text for t in _tokenize(value, {","}) if t.kind == "atom"]
+    tags = [t.text for t in _tokenize(value, _COMMA) if t.kind == "atom"]
     if not tags:
         return None
     return tags[0] if len(tags) == 1 else tags

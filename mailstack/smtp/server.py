@@ -165,8 +165,7 @@ class SmtpSession:
                     return event.reason
                 if self._answer_at_once(event):
                     continue
-                self._timer.deadline = math.inf
-                self._armed_timeout = None
+                self._disarm()  # the store's and the SASL layer's waits have no deadline
                 if not await self._answer(event):
                     return "TLS handshake failed"
         if self._ctx.shutdown.started and core.state is not State.CLOSED:
@@ -194,6 +193,10 @@ class SmtpSession:
             self._armed_deadline = wanted + min(1.0, timeout / 100)
             self._timer.deadline = self._armed_deadline
             self._armed_timeout = timeout
+
+    def _disarm(self) -> None:
+        self._timer.deadline = self._armed_deadline = math.inf
+        self._armed_timeout = None  # the next _arm sets a deadline again
 
     def stop_if_idle(self) -> None:
         """A graceful stop began: end the session now if it waits for a
