@@ -64,6 +64,7 @@ class SmtpSession:
         submission: bool,
         recipients: delivery.RecipientCache,
         mailauth: MailAuthentication,
+        settings: Settings,
         capture: Capture | None = None,
     ) -> None:
         self._ctx = ctx
@@ -71,7 +72,6 @@ class SmtpSession:
         # Capture mode (test mail server): recipients and messages go to
         # capture accounts instead of local delivery; nothing is relayed.
         self._capture = capture
-        capture_config = ctx.config.capture
         self._recipients = recipients
         self._config = config
         self._stream = stream
@@ -87,30 +87,14 @@ class SmtpSession:
         self._account_id: int | None = None
         self._messages = 0
         self._timer = trio.CancelScope()
-        self._armed_timeout: float | None = None  # what _arm last set, None: no deadline
-        self._armed_deadline = math.inf  # the deadline _arm last set
+        # When the wait on the client must end (RFC 5321 4.5.3.2); the
+        # listener's watchdog (expire_sessions) cancels _timer past it.
+        self.deadline = math.inf
         # The run's clock, asked directly: trio.current_time() is three
         # calls deep, and a session asks about ten times.
         self._now = trio.lowlevel.current_clock().current_time
         self.idle = False  # waiting for the client's next command
-        self._core = SmtpProtocol(
-            Settings(
-                hostname=self._hostname,
-                max_message_bytes=config.max_message_bytes,
-                max_recipients=config.max_recipients,
-                max_errors=config.max_errors,
-                max_commands=config.max_commands,
-                submission=submission,
-                tls_available=True,
-                tls_active=peer.implicit_tls,
-                plaintext_auth_allowed=(
-                    submission and config.allow_plaintext_auth_on_loopback and _is_loopback(peer.ip)
-                ),
-                auth_optional=capture is not None,
-                fault_injection=capture is not None and capture_config.fault_injection,
-                fault_delay_seconds=capture_config.fault_delay_seconds,
-            )
-        )
+        self._core = SmtpProtocol(settings)
 
     def _tls(self) -> tuple[str | None, str | None]:
         if isinstance(self._stream, trio.SSLStream):
@@ -120,30 +104,33 @@ class SmtpSession:
 
     async def run(self) -> None:
         started = time.monotonic()
-        service = "submission" if self._submission else "smtp"
         reason = "error"
         try:
             reason = await self._loop()
         finally:
-            version, _ = self._tls()
-            self._log.info(
-                "%s session end peer=%s tls=%s user=%s messages=%d seconds=%.3f reason=%s",
-                service,
-                self._peer.ip,
-                version or "no",
-                self._core.session.user or "-",
-                self._messages,
-                time.monotonic() - started,
-                reason,
-            )
+            if self._log.isEnabledFor(logging.INFO):  # the line's fields cost a little
+                self._log_end(reason, time.monotonic() - started)
+
+    def _log_end(self, reason: str, seconds: float) -> None:
+        version, _ = self._tls()
+        self._log.info(
+            "%s session end peer=%s tls=%s user=%s messages=%d seconds=%.3f reason=%s",
+            "submission" if self._submission else "smtp",
+            self._peer.ip,
+            version or "no",
+            self._core.session.user or "-",
+            self._messages,
+            seconds,
+            reason,
+        )
 
     async def _loop(self) -> str:
         core = self._core
-        # One cancel scope for the session whose deadline covers only the
-        # waits on the client (RFC 5321 4.5.3.2), never the store; moving a
-        # deadline is cheaper than a new scope per command, and not moving
-        # it is cheaper still (_arm).  A graceful stop cancels it too, but
-        # only while the session waits for a command.
+        # One cancel scope for the session, cancelled by the listener's
+        # watchdog when a wait on the client passes its deadline (RFC 5321
+        # 4.5.3.2), never during a wait on the store: a number to set per
+        # command instead of a trio deadline to move (_arm).  A graceful stop
+        # cancels it too, but only while the session waits for a command.
         with self._timer:
             while True:
                 event = core.next_event()
@@ -180,23 +167,18 @@ class SmtpSession:
         return reason
 
     def _arm(self, reading_data: bool) -> None:
-        """Make sure the next wait on the client ends within the RFC 5321
-        4.5.3.2 timeout of this phase.  The deadline is moved only when the
-        phase changed or it would otherwise come early, and then set a little
-        late (1%, at most a second), so a session's quick commands share one
-        move instead of paying one each: the timeout is never shorter than
-        configured, at most that much longer."""
+        """The next wait on the client ends within this phase's timeout."""
         config = self._config
         timeout = config.data_timeout_seconds if reading_data else config.command_timeout_seconds
-        wanted = self._now() + timeout
-        if timeout != self._armed_timeout or self._armed_deadline < wanted:
-            self._armed_deadline = wanted + min(1.0, timeout / 100)
-            self._timer.deadline = self._armed_deadline
-            self._armed_timeout = timeout
+        self.deadline = self._now() + timeout
 
     def _disarm(self) -> None:
-        self._timer.deadline = self._armed_deadline = math.inf
-        self._armed_timeout = None  # the next _arm sets a deadline again
+        self.deadline = math.inf
+
+    def expire(self, now: float) -> None:
+        """The watchdog's check: end the session if its wait is overdue."""
+        if now >= self.deadline:
+            self._timer.cancel()
 
     def stop_if_idle(self) -> None:
         """A graceful stop began: end the session now if it waits for a
@@ -358,6 +340,32 @@ async def _serve(
     sessions: set[SmtpSession] = set()
     capture = await Capture.open(ctx.config, ctx.store) if ctx.config.capture.enabled else None
 
+    # The core's settings differ only by these two per connection: built
+    # once each, not for every session.
+    settings: dict[tuple[bool, bool], Settings] = {}
+
+    def settings_for(peer: net.Peer) -> Settings:
+        plaintext_auth_allowed = (
+            submission and config.allow_plaintext_auth_on_loopback and _is_loopback(peer.ip)
+        )
+        key = (peer.implicit_tls, plaintext_auth_allowed)
+        if key not in settings:
+            settings[key] = Settings(
+                hostname=ctx.config.hostname,
+                max_message_bytes=config.max_message_bytes,
+                max_recipients=config.max_recipients,
+                max_errors=config.max_errors,
+                max_commands=config.max_commands,
+                submission=submission,
+                tls_available=True,
+                tls_active=peer.implicit_tls,
+                plaintext_auth_allowed=plaintext_auth_allowed,
+                auth_optional=capture is not None,
+                fault_injection=capture is not None and ctx.config.capture.fault_injection,
+                fault_delay_seconds=ctx.config.capture.fault_delay_seconds,
+            )
+        return settings[key]
+
     async def handler(stream: trio.abc.Stream, peer: net.Peer) -> None:
         session = SmtpSession(
             ctx,
@@ -367,6 +375,7 @@ async def _serve(
             submission=submission,
             recipients=recipients,
             mailauth=mailauth,
+            settings=settings_for(peer),
             capture=capture,
         )
         sessions.add(session)
@@ -375,6 +384,20 @@ async def _serve(
         finally:
             sessions.discard(session)
 
+    async def expire_sessions() -> None:
+        # One watchdog per listener instead of a trio deadline per session:
+        # a session only notes when its wait must end (_arm), which costs
+        # less than moving a deadline in trio's timer heap several times a
+        # session.  The check runs ten times per shortest timeout, at most
+        # once a second, so a wait ends no earlier than configured and at
+        # most that much later.
+        period = min(1.0, min(config.command_timeout_seconds, config.data_timeout_seconds) / 10)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for session in sessions:
+                session.expire(now)
+
     async def stop_idle_sessions() -> None:
         # One waiter per listener rather than a ctx.shutdown.idle() scope
         # around every command wait: this loop is the per-message hot path.
@@ -382,13 +405,10 @@ async def _serve(
         for session in list(sessions):
             session.stop_if_idle()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(stop_idle_sessions)
-        if capture is not None:
-            nursery.start_soon(partial(capture.retention.run, until=ctx.shutdown.event))
-        bound: list[net.Bound] = await nursery.start(
-            partial(
-                net.serve_plain_and_tls,
+    async def serve_sessions(task_status: trio.TaskStatus[list[net.Bound]]) -> None:
+        async with trio.open_nursery() as watched:
+            watched.start_soon(expire_sessions)
+            await net.serve_plain_and_tls(
                 name,
                 handler,
                 config.listen,
@@ -396,9 +416,15 @@ async def _serve(
                 tls=ctx.tls,
                 limits=limits,
                 refuse=_refuse,
+                task_status=task_status,
             )
-        )
-        task_status.started(bound)
+            watched.cancel_scope.cancel()  # listeners closed, every session over
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_idle_sessions)
+        if capture is not None:
+            nursery.start_soon(partial(capture.retention.run, until=ctx.shutdown.event))
+        task_status.started(await nursery.start(serve_sessions))
 
 
 async def serve_mx(
