@@ -209,6 +209,39 @@ async def test_fault_injection(stack_factory: StackFactory) -> None:
         ]
 
 
+async def test_a_wait_on_the_server_is_not_a_client_timeout(stack_factory: StackFactory) -> None:
+    # RFC 5321 4.5.3.2 times the client only: a stall at RCPT and one after
+    # DATA, each longer than the command timeout, still end in 250, and the
+    # session's watchdog still closes a client that then says nothing.
+    with trio.fail_after(60):
+        stack = await stack_factory(
+            services=("smtp", "imap"),
+            smtp={"command_timeout_seconds": 0.3},
+            imap={"allow_plaintext_login": True},
+            capture=capture(fault_delay_seconds=1.0),
+        )
+        host, port = stack.addr("smtp")
+
+        def session() -> tuple[list[int], bytes, float]:
+            codes = []
+            with smtplib.SMTP(host, port, timeout=30) as client:
+                for local in ("slow+a", "slow-data+a"):
+                    recipient = f"{local}@app.example"
+                    client.send_message(message(recipient, "slow"), to_addrs=[recipient])
+                    codes.append(client.noop()[0])
+                idle_since = time.monotonic()
+                assert client.sock is not None
+                ended = client.sock.recv(4096)
+                return codes, ended, time.monotonic() - idle_since
+
+        codes, ended, idle = await trio.to_thread.run_sync(session)
+        assert codes == [250, 250]
+        assert ended.startswith(b"421 4.4.2"), ended
+        assert 0.25 < idle < 5, idle
+        stored = await trio.to_thread.run_sync(imap_messages, stack, *ALICE)
+        assert len(stored) == 2
+
+
 async def test_fault_injection_needs_its_switch(stack_factory: StackFactory) -> None:
     with trio.fail_after(60):
         stack = await capture_stack(stack_factory, fault_injection=False)
