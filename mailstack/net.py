@@ -178,6 +178,20 @@ async def send_all(stream: trio.abc.SendStream, data: bytes) -> bool:
     return True
 
 
+async def reply_and_receive(stream: trio.abc.Stream, data: bytes, max_bytes: int) -> bytes:
+    """``send_all`` then ``receive_some`` as above, with one schedule point
+    on a plain socket (PlainStream.send_then_receive).  A peer that vanished
+    during either half reads as EOF (``b""``)."""
+    if not isinstance(stream, PlainStream):
+        if not await send_all(stream, data):
+            return b""
+        return await receive_some(stream, max_bytes)
+    try:
+        return await stream.send_then_receive(data, max_bytes)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return b""
+
+
 async def start_tls(stream: trio.abc.Stream, tls: TlsProvider) -> trio.SSLStream[trio.abc.Stream]:
     """Server side of STARTTLS (RFC 3207), STLS (RFC 2595) and IMAP STARTTLS.
 

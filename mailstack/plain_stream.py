@@ -48,20 +48,44 @@ class PlainStream(trio.abc.HalfCloseableStream):
         return self._sock.getsockname()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = self._receive_size(max_bytes)
+        try:
+            data = self._sock.recv(size)
+        except BlockingIOError:
+            return await self._receive_when_readable(size)
+        except OSError as exc:
+            raise self._translate(exc) from exc
+        await trio.lowlevel.checkpoint()
+        return data
+
+    async def send_then_receive(
+        self, data: bytes | bytearray | memoryview, max_bytes: int | None = None
+    ) -> bytes:
+        """``send_all(data)``, then ``receive_some(max_bytes)``, with one
+        schedule point instead of two: for a request-reply protocol's reply.
+        The schedule point comes between sending and reading, where the
+        peer needs time to answer anyway; when the answer is there by then,
+        it is read at once (separately, ``send_all`` and ``receive_some``
+        would each yield to the scheduler: two rounds per SMTP command)."""
+        size = self._receive_size(max_bytes)
+        await self._send(data)
+        await trio.lowlevel.checkpoint()
+        try:
+            return self._sock.recv(size)
+        except BlockingIOError:
+            return await self._receive_when_readable(size)
+        except OSError as exc:
+            raise self._translate(exc) from exc
+
+    def _receive_size(self, max_bytes: int | None) -> int:
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
         size = DEFAULT_RECEIVE_BYTES if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
-        try:
-            data = self._sock.recv(size)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise self._translate(exc) from exc
-        else:
-            await trio.lowlevel.checkpoint()
-            return data
+        return size
+
+    async def _receive_when_readable(self, size: int) -> bytes:
         while True:
             await trio.lowlevel.wait_readable(self._sock)
             try:
@@ -72,6 +96,11 @@ class PlainStream(trio.abc.HalfCloseableStream):
                 raise self._translate(exc) from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send(data)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        """send_all without its schedule point (the caller owes one)."""
         if self._closed:
             raise trio.ClosedResourceError("stream is closed")
         if self._sending:
@@ -96,7 +125,6 @@ class PlainStream(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.wait_writable(self._sock)
         finally:
             self._sending = False
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._closed:

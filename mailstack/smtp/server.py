@@ -137,17 +137,22 @@ class SmtpSession:
                 out = core.data_to_send()
                 if out or event is None:
                     self._arm(core.reading_data)
-                if out and not await net.send_all(self._stream, out):
-                    return "client vanished"
                 if event is None:
                     between_commands = not core.reading_data
                     if between_commands and self._ctx.shutdown.started:
+                        if out and not await net.send_all(self._stream, out):
+                            return "client vanished"
                         break
                     self.idle = between_commands
-                    data = await net.receive_some(self._stream, RECEIVE_BYTES)
+                    if out:  # a reply, then the client's next command
+                        data = await net.reply_and_receive(self._stream, out, RECEIVE_BYTES)
+                    else:
+                        data = await net.receive_some(self._stream, RECEIVE_BYTES)
                     self.idle = False
                     core.receive_data(data)
                     continue
+                if out and not await net.send_all(self._stream, out):
+                    return "client vanished"
                 if isinstance(event, CloseConnection):
                     return event.reason
                 if self._answer_at_once(event):

@@ -91,3 +91,63 @@ async def test_peer_reset_is_broken_resource() -> None:
     await trio.sleep(0.05)
     with pytest.raises(trio.BrokenResourceError):
         await server.receive_some(100)
+
+
+async def test_send_then_receive_sends_then_reads_the_answer() -> None:
+    server, client = await _pair()
+
+    async def peer() -> None:
+        assert await client.receive_some(100) == b"220 ready\r\n"
+        await client.send_all(b"EHLO a.example\r\n")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(peer)
+        assert await server.send_then_receive(b"220 ready\r\n", 100) == b"EHLO a.example\r\n"
+
+
+async def test_send_then_receive_yields_once_when_the_answer_is_there() -> None:
+    # One schedule point for both halves: the peer's answer, already
+    # waiting by the time the scheduler comes back, is read without a second.
+    server, client = await _pair()
+    await client.send_all(b"QUIT\r\n")
+    await trio.sleep(0.05)  # let it arrive
+    steps = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.testing.assert_checkpoints():
+            assert await server.send_then_receive(b"250 ok\r\n", 100) == b"QUIT\r\n"
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count == 1  # send_all + receive_some: 2
+    assert await client.receive_some(100) == b"250 ok\r\n"
+
+
+class _StepCounter(trio.abc.Instrument):
+    """How often the scheduler resumes ``task`` (once per schedule point)."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+async def test_send_then_receive_is_a_cancel_point_before_sending() -> None:
+    server, client = await _pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_then_receive(b"250 ok\r\n", 100)
+    await server.send_all(b"next\r\n")
+    assert await client.receive_some(100) == b"next\r\n"  # nothing was sent before
+
+
+async def test_send_then_receive_sees_eof_and_a_closed_stream() -> None:
+    server, client = await _pair()
+    await client.send_eof()
+    assert await server.send_then_receive(b"221 bye\r\n", 100) == b""
+    await server.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await server.send_then_receive(b"x", 100)
