@@ -51,6 +51,11 @@ SERVICES: dict[str, str] = {
     "queue": "mailstack.smtp.outbound:serve",
 }
 
+# The services whose sessions follow the store's change log (IMAP IDLE and
+# NOTIFY, POP3's expunge notices, WebSocket pushes): only a process running
+# one of them runs the store's change watcher.
+SUBSCRIBING_SERVICES = frozenset({"imap", "pop3", "websocket"})
+
 ServeFunction = Callable[..., Awaitable[None]]
 
 
@@ -312,10 +317,11 @@ async def _open_and_serve(
         ctx = ServiceContext(config, store, Authenticator(config, store), tls)
         async with trio.open_nursery() as store_nursery:
             if not store.running:
-                # Group commit ("250 after DATA" shares one fsync) and the
-                # change watcher (IDLE, POP3 expunge notices) for every
-                # service; it stops once the services have drained.
-                await store_nursery.start(store.run)
+                # Group commit ("250 after DATA" shares one fsync) for every
+                # service, and the change watcher where a service follows
+                # changes; they stop once the services have drained.
+                watch = any(name in SUBSCRIBING_SERVICES for name, _ in selected)
+                await store_nursery.start(partial(store.run, watch_changes=watch))
             await _serve_until_stopped(
                 ctx, selected, signals, stop, drain, grace_seconds, task_status
             )

@@ -169,13 +169,23 @@ class Store:
         engine = await trio.to_thread.run_sync(_connect, config)
         return cls(config, engine)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the group-commit writer and the change watcher until cancelled."""
+    async def run(
+        self,
+        *,
+        watch_changes: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the group-commit writer and the change watcher until cancelled.
+
+        ``watch_changes=False`` for a process where nothing will subscribe
+        (SMTP only): the watcher would read the change log several times a
+        second for nobody, and ``subscribe`` then raises RuntimeError."""
         if self.running:
             raise RuntimeError("Store.run is already running")
         async with trio.open_nursery() as nursery:
             await nursery.start(self._writer.run)
-            await nursery.start(self._watcher.run)
+            if watch_changes:
+                await nursery.start(self._watcher.run)
             if self._process_writer is not None:
                 await nursery.start(self._process_writer.run)
             task_status.started()

@@ -362,3 +362,18 @@ async def test_watchdog_pings_while_serving(
         await trio.sleep(0.5)
         pings = [m for m in pending_datagrams(notify_socket) if m == b"WATCHDOG=1"]
         assert len(pings) >= 3
+
+
+async def test_the_change_watcher_runs_only_where_a_service_follows_changes(
+    stack_factory: StackFactory,
+) -> None:
+    # An SMTP-only process (its own systemd unit) would read the change log
+    # several times a second for nobody; IMAP, POP3 and WebSocket sessions
+    # subscribe, so a process serving one of them runs the watcher.
+    with trio.fail_after(30):
+        smtp_only = await stack_factory(services=("smtp", "submission"))
+        with pytest.raises(RuntimeError):
+            smtp_only.store.subscribe(1)
+        for follower in sorted(service.SUBSCRIBING_SERVICES):
+            stack = await stack_factory(services=("smtp", follower))
+            stack.store.subscribe(1).close()
