@@ -312,10 +312,55 @@ def _join_tight(toks: list[_Tok]) -> str:
     return "".join(tok.text for tok in toks)
 
 
+# The common shapes of an address list -- "addr@host", "<addr@host>" and
+# "Some Name <addr@host>", comma-separated -- read without the tokenizer
+# (atoms as _tokenize has them; a dot-atom local part and host).  Anything
+# else (quotes, comments, groups, routes, literals, blanks inside the
+# brackets) takes the token parser, which gives the same result for these.
+# Every step is linear in the value's length: no pattern with a repeat
+# inside a repeat.
+_BLANK_CHARS = " \t\r\n"
+_ATOM = r'[^()<>@,;:\\".\[\] \t\r\n]+'
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_QUICK_ADDRESS = re.compile(rf"(?P<local>{_DOT_ATOM})@(?P<host>{_DOT_ATOM})")
+_BLANKS = re.compile(r"[ \t\r\n]+")
+_NOT_QUICK = re.compile(r'[()":;\[\]\\]')
+_NOT_IN_NAME = re.compile(r"[<>@]")
+
+
+def _quick_address_list(value: str) -> list[list[str | None]] | None:
+    """parse_address_list for the common shapes; None: use the full parser."""
+    if _NOT_QUICK.search(value) is not None:
+        return None
+    out: list[list[str | None]] = []
+    for piece in value.split(","):
+        name, bracket, address = piece.rpartition("<")
+        if bracket:
+            address = address.rstrip(_BLANK_CHARS)
+            if not address.endswith(">") or _NOT_IN_NAME.search(name) is not None:
+                return None
+            address = address[:-1]
+        else:
+            address = address.strip(_BLANK_CHARS)
+            if not address:
+                continue  # an empty list element, skipped as the parser does
+        match = _QUICK_ADDRESS.fullmatch(address)
+        if match is None:
+            return None
+        display = _BLANKS.sub(" ", name.strip(_BLANK_CHARS)) or None
+        out.append([display, None, match.group("local"), match.group("host")])
+    return out or None
+
+
 def parse_address_list(value: str | None) -> list[list[str | None]] | None:
     """RFC 9051 7.5.2 env-from & co.: a list of [name, adl, mailbox, host]."""
     if value is None:
         return None
+    quick = _quick_address_list(value)
+    return quick if quick is not None else _parse_address_tokens(value)
+
+
+def _parse_address_tokens(value: str) -> list[list[str | None]] | None:
     toks = _tokenize(value, _SPECIALS)
     out: list[list[str | None]] = []
     i = 0

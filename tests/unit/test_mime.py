@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailstack import mime
@@ -341,3 +341,59 @@ def test_the_quick_tokenizer_agrees_with_the_full_scan(
     value: str, specials: frozenset[str]
 ) -> None:
     assert mime._tokenize(value, specials) == mime._scan_tokens(value, specials)
+
+
+_address_bits = st.sampled_from(
+    [
+        "a",
+        "bé",
+        ".",
+        "@",
+        "<",
+        ">",
+        ",",
+        " ",
+        "  ",
+        "\t",
+        "\r\n ",
+        ";",
+        ":",
+        '"',
+        "(",
+        "[",
+        "\\",
+        "\x0b",
+    ]
+)
+# Address-shaped text: a display name of words, dots and runs of blanks,
+# then an address in or out of angle brackets, several to a list.
+_address_like = st.lists(
+    st.tuples(
+        st.text(alphabet=st.sampled_from(["a", "b", ".", " ", "\t", "é"]), max_size=8),
+        st.sampled_from(["<", ""]),
+        st.text(alphabet=st.sampled_from(["a", ".", "é"]), min_size=1, max_size=5),
+        st.text(alphabet=st.sampled_from(["b", ".", "é"]), min_size=1, max_size=5),
+        st.sampled_from([" ", "", "\t"]),
+    ).map(lambda t: f"{t[0]}{t[1]}{t[2]}@{t[3]}{'>' if t[1] else ''}{t[4]}"),
+    max_size=3,
+).map(",".join)
+
+
+@given(st.one_of(st.lists(_address_bits, max_size=20).map("".join), _address_like))
+@example("<<a@b>")  # a bracket, a ">" or an "@" in the name: the parser's business
+@example("x> <a@b>")
+@example("a@b <c@d>")
+@settings(max_examples=2000)
+def test_the_quick_address_reader_agrees_with_the_parser(value: str) -> None:
+    quick = mime._quick_address_list(value)
+    if quick is not None:
+        assert quick == mime._parse_address_tokens(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["<a@b.example>", "a@b.example", "Ann  Lee <a.l@b.example>", "A. B. <a@b>, c@d.example"],
+)
+def test_common_address_lists_take_the_quick_reader(value: str) -> None:
+    assert mime._quick_address_list(value) is not None
+    assert mime.parse_address_list(value) == mime._parse_address_tokens(value)
