@@ -19,6 +19,7 @@ import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -47,15 +48,16 @@ def listening_socket(listener: trio.SocketListener) -> socket.socket:
 
 async def accept_forever(
     listening: socket.socket,
-    start_connection: Callable[[socket.socket], Awaitable[None]],
+    start_connection: Callable[[socket.socket, Any], Awaitable[None]],
     handler_nursery: trio.Nursery,
 ) -> None:
-    """Accept until cancelled, starting ``start_connection(sock)`` in
-    ``handler_nursery`` for each connection (which then owns the socket)."""
+    """Accept until cancelled, starting ``start_connection(sock, address)``
+    in ``handler_nursery`` for each connection (which then owns the socket;
+    ``address`` is the peer's, as accept() gave it: no getpeername needed)."""
     in_a_row = 0
     while True:
         try:
-            connection, _ = listening.accept()
+            connection, address = listening.accept()
         except BlockingIOError:
             in_a_row = 0
             await trio.lowlevel.wait_readable(listening)
@@ -71,7 +73,7 @@ async def accept_forever(
                 continue
             raise
         tune_connection(connection)
-        handler_nursery.start_soon(start_connection, connection)
+        handler_nursery.start_soon(start_connection, connection, address)
         in_a_row += 1
         if in_a_row >= ACCEPT_BURST:
             in_a_row = 0

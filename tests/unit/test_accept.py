@@ -21,15 +21,18 @@ def _listening() -> socket.socket:
 async def test_each_connection_gets_its_own_task_with_trios_socket_options() -> None:
     listening = _listening()
     seen: list[tuple[int, int, bytes]] = []
+    addresses: dict[bytes, object] = {}
     all_seen = trio.Event()
 
-    async def start_connection(sock: socket.socket) -> None:
+    async def start_connection(sock: socket.socket, address: object) -> None:
         with sock:
             nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             lowat = sock.getsockopt(socket.IPPROTO_TCP, accept.NOTSENT_LOWAT_OPTION)
             sock.setblocking(False)
             await trio.lowlevel.wait_readable(sock)
-            seen.append((nodelay, lowat, sock.recv(100)))
+            greeting = sock.recv(100)
+            seen.append((nodelay, lowat, greeting))
+            addresses[greeting] = address
             if len(seen) == 5:
                 all_seen.set()
 
@@ -41,10 +44,13 @@ async def test_each_connection_gets_its_own_task_with_trios_socket_options() -> 
                 client.sendall(b"client %d" % number)
             await all_seen.wait()
             handlers.cancel_scope.cancel()
+    # Each task is told its peer's address (the client's own end).
+    expected = {b"client %d" % n: client.getsockname() for n, client in enumerate(clients)}
     for client in clients:
         client.close()
     accept.close_listening(listening)
     assert sorted(seen) == [(1, accept.NOTSENT_LOWAT_BYTES, b"client %d" % n) for n in range(5)]
+    assert addresses == expected
 
 
 async def test_a_burst_of_connects_lets_other_tasks_run() -> None:
@@ -58,7 +64,7 @@ async def test_a_burst_of_connects_lets_other_tasks_run() -> None:
     all_accepted = trio.Event()
     ticks = 0
 
-    async def start_connection(sock: socket.socket) -> None:
+    async def start_connection(sock: socket.socket, address: object) -> None:
         accepted.append(ticks)
         sock.close()
         if len(accepted) == len(clients):
@@ -109,7 +115,7 @@ async def test_out_of_descriptors_pauses_then_goes_on(
     got: list[float] = []
     accepted = trio.Event()
 
-    async def start_connection(sock: socket.socket) -> None:
+    async def start_connection(sock: socket.socket, address: object) -> None:
         got.append(trio.current_time())
         sock.close()
         accepted.set()
@@ -132,7 +138,7 @@ async def test_other_accept_errors_propagate() -> None:
     real = _listening()
     failing = _FailingListener([errno.EBADF], real)
 
-    async def start_connection(sock: socket.socket) -> None:
+    async def start_connection(sock: socket.socket, address: object) -> None:
         raise AssertionError("nothing to accept")
 
     async with trio.open_nursery() as nursery:
