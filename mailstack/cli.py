@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import secrets
+import string
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -431,6 +432,9 @@ def dev_config(data_dir: Path, *, capture_account: str = "") -> Config:
     )
 
 
+DEMO_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
 def _demo_password(data_dir: Path) -> str:
     """The demo password, kept in data_dir so every run prints the same one."""
     path = data_dir / DEMO_PASSWORD_FILE
@@ -438,7 +442,10 @@ def _demo_password(data_dir: Path) -> str:
         password = path.read_text(encoding="utf-8").strip()
         if password:
             return password
-    password = secrets.token_urlsafe(12)
+    # Letters and digits only (about 95 bits): a password that began with
+    # "-" (token_urlsafe's alphabet has it) reads as an option to swaks and
+    # curl in the README's commands.
+    password = "".join(secrets.choice(DEMO_PASSWORD_ALPHABET) for _ in range(16))
     path.touch(mode=0o600)
     path.write_text(password + "\n", encoding="utf-8")
     return password

@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import mailstack
+from mailstack import cli
 from mailstack.auth.passwords import PasswordHasher
 from mailstack.cli import DEV_HOST, DEV_PORTS, DEV_WEBSOCKET_PORT, build_parser, dev_config
 from mailstack.config import Config, load_config
@@ -505,6 +506,17 @@ def run_dev_until_banner(
             proc.kill()
             raise
     return "".join(banner) + rest, err, proc.returncode
+
+
+def test_dev_passwords_are_letters_and_digits(tmp_path: Path) -> None:
+    # The README passes the password to swaks and curl as an argument: one
+    # that began with "-" was read as an option ("Unknown option").
+    folders = [tmp_path / str(n) for n in range(200)]
+    for folder in folders:
+        folder.mkdir()
+    passwords = {cli._demo_password(folder) for folder in folders}
+    assert len(passwords) == 200
+    assert all(len(p) == 16 and p.isascii() and p.isalnum() for p in passwords)
 
 
 @pytest.mark.skipif(not _ports_free(), reason="mailstack dev ports are in use on this host")
