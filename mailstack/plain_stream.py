@@ -49,12 +49,9 @@ class PlainStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         size = self._receive_size(max_bytes)
-        try:
-            data = self._sock.recv(size)
-        except BlockingIOError:
+        data = self._receive_now(size)
+        if data is None:
             return await self._receive_when_readable(size)
-        except OSError as exc:
-            raise self._translate(exc) from exc
         await trio.lowlevel.checkpoint()
         return data
 
@@ -70,12 +67,8 @@ class PlainStream(trio.abc.HalfCloseableStream):
         size = self._receive_size(max_bytes)
         await self._send(data)
         await trio.lowlevel.checkpoint()
-        try:
-            return self._sock.recv(size)
-        except BlockingIOError:
-            return await self._receive_when_readable(size)
-        except OSError as exc:
-            raise self._translate(exc) from exc
+        received = self._receive_now(size)
+        return received if received is not None else await self._receive_when_readable(size)
 
     def _receive_size(self, max_bytes: int | None) -> int:
         if self._closed:
@@ -85,15 +78,22 @@ class PlainStream(trio.abc.HalfCloseableStream):
             raise ValueError("max_bytes must be >= 1")
         return size
 
+    def _receive_now(self, size: int) -> bytes | None:
+        """What the socket holds (b"" at EOF); None when it would block."""
+        try:
+            return self._sock.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._translate(exc) from exc
+
     async def _receive_when_readable(self, size: int) -> bytes:
         while True:
             await trio.lowlevel.wait_readable(self._sock)
-            try:
-                return self._sock.recv(size)
-            except BlockingIOError:
-                continue  # woken without data (spurious readiness)
-            except OSError as exc:
-                raise self._translate(exc) from exc
+            data = self._receive_now(size)
+            if data is not None:
+                return data
+            # woken without data (spurious readiness): wait again
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._send(data)
