@@ -161,6 +161,8 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
 
 # -- structured header tokens (RFC 5322 3.2 / RFC 2045 5.1) ------------------
 
+# The blanks between tokens (folding already undone or not).
+_BLANK_CHARS = " \t\r\n"
 _SPECIALS = frozenset('()<>@,;:\\".[]')
 _TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
 _COMMA = frozenset(",")  # list separators only (Content-Language tags)
@@ -182,7 +184,7 @@ def _simple_tokens(specials: frozenset[str]) -> re.Pattern[str]:
     pattern = _SIMPLE_TOKENS.get(specials)
     if pattern is None:
         chars = re.escape("".join(sorted(specials)))
-        pattern = re.compile(rf"([ \t\r\n]+)|([{chars}])|([^{chars} \t\r\n]+)")
+        pattern = re.compile(rf"([{_BLANK_CHARS}]+)|([{chars}])|([^{chars}{_BLANK_CHARS}]+)")
         _SIMPLE_TOKENS[specials] = pattern
     return pattern
 
@@ -209,7 +211,7 @@ def _scan_tokens(value: str, specials: frozenset[str]) -> list[_Tok]:
     space = False
     while i < n:
         c = value[i]
-        if c in " \t\r\n":
+        if c in _BLANK_CHARS:
             space = True
             i += 1
         elif c == "(":
@@ -250,7 +252,7 @@ def _scan_tokens(value: str, specials: frozenset[str]) -> list[_Tok]:
             space = False
         else:
             j = i
-            while j < n and value[j] not in specials and value[j] not in " \t\r\n":
+            while j < n and value[j] not in specials and value[j] not in _BLANK_CHARS:
                 j += 1
             toks.append(_Tok("atom", value[i:j], space))
             i = j
@@ -319,11 +321,10 @@ def _join_tight(toks: list[_Tok]) -> str:
 # brackets) takes the token parser, which gives the same result for these.
 # Every step is linear in the value's length: no pattern with a repeat
 # inside a repeat.
-_BLANK_CHARS = " \t\r\n"
-_ATOM = r'[^()<>@,;:\\".\[\] \t\r\n]+'
+_ATOM = rf'[^()<>@,;:\\".\[\]{_BLANK_CHARS}]+'
 _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _QUICK_ADDRESS = re.compile(rf"(?P<local>{_DOT_ATOM})@(?P<host>{_DOT_ATOM})")
-_BLANKS = re.compile(r"[ \t\r\n]+")
+_BLANKS = re.compile(f"[{_BLANK_CHARS}]+")
 _NOT_QUICK = re.compile(r'[()":;\[\]\\]')
 _NOT_IN_NAME = re.compile(r"[<>@]")
 
