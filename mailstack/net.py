@@ -178,6 +178,19 @@ async def send_all(stream: trio.abc.SendStream, data: bytes) -> bool:
     return True
 
 
+async def send_last(stream: trio.abc.SendStream, data: bytes) -> bool:
+    """``send_all`` for the last bytes before the connection closes (with
+    ``close_stream``): on a plain socket without a schedule point, as the
+    connection's task ends right after.  False when the peer is gone."""
+    if not isinstance(stream, PlainStream):
+        return await send_all(stream, data)
+    try:
+        await stream.send_all_now(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        return False
+    return True
+
+
 async def reply_and_receive(stream: trio.abc.Stream, data: bytes, max_bytes: int) -> bytes:
     """``send_all`` then ``receive_some`` as above, with one schedule point
     on a plain socket (PlainStream.send_then_receive).  A peer that vanished
@@ -209,7 +222,9 @@ async def close_stream(stream: trio.abc.AsyncResource) -> None:
     close_notify; on timeout, error or cancellation trio's SSLStream closes
     the socket forcefully, and a plain socket closes at once."""
     if isinstance(stream, PlainStream):
-        await stream.aclose()  # never blocks: no timer needed (one per session)
+        # Never blocks: no timer needed.  No schedule point either: the
+        # connection's task ends next (one scheduler round per session).
+        stream.close_now()
         return
     with trio.move_on_after(CLOSE_SECONDS):
         try:

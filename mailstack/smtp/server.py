@@ -151,10 +151,14 @@ class SmtpSession:
                     self.idle = False
                     core.receive_data(data)
                     continue
+                if isinstance(event, CloseConnection):
+                    # The 221 (or 421): the close comes next, so no schedule
+                    # point between the two.
+                    if out and not await net.send_last(self._stream, out):
+                        return "client vanished"
+                    return event.reason
                 if out and not await net.send_all(self._stream, out):
                     return "client vanished"
-                if isinstance(event, CloseConnection):
-                    return event.reason
                 if self._answer_at_once(event):
                     continue
                 self._disarm()  # the store's and the SASL layer's waits have no deadline

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from mailstack import accept
+from mailstack import accept, net
 from mailstack.plain_stream import PlainStream
 
 
@@ -151,3 +151,37 @@ async def test_send_then_receive_sees_eof_and_a_closed_stream() -> None:
     await server.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await server.send_then_receive(b"x", 100)
+
+
+async def test_the_last_reply_and_the_close_take_no_scheduler_round() -> None:
+    # net.send_last + net.close_stream end an SMTP session (221, then the
+    # close): on a plain socket neither yields, as the task ends next.
+    server, client = await _pair()
+    steps = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await net.send_last(server, b"221 bye\r\n")
+        await net.close_stream(server)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count == 0  # send_all + aclose: 2
+    assert await client.receive_some(100) == b"221 bye\r\n"
+    assert await client.receive_some(100) == b""  # then the close
+    with pytest.raises(trio.ClosedResourceError):
+        await server.send_all_now(b"x")
+
+
+async def test_send_all_now_is_still_a_cancel_point() -> None:
+    server, client = await _pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await server.send_all_now(b"221 bye\r\n")
+    await server.send_all(b"next\r\n")
+    assert await client.receive_some(100) == b"next\r\n"  # nothing was sent before
+
+
+async def test_send_last_is_false_once_the_stream_is_closed() -> None:
+    server, _client = await _pair()
+    await server.aclose()
+    assert not await net.send_last(server, b"221 bye\r\n")
