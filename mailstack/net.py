@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import logging
-import secrets
+import random
 import socket
 import ssl
 from collections import Counter
@@ -139,8 +139,16 @@ current_drain: contextvars.ContextVar[Drain | None] = contextvars.ContextVar(
 )
 
 
+# Session ids name a connection in the logs and in Received lines, which
+# recipients see: they need not be secret, only unlikely to repeat.  A
+# generator seeded once from the OS (random.Random() does) rather than
+# secrets.token_hex: that asks the kernel (getrandom) for every connection.
+_session_ids = random.Random()
+
+
 def new_session_id() -> str:
-    return secrets.token_hex(4)
+    """Eight hex digits, as random as the 32 bits behind them."""
+    return f"{_session_ids.getrandbits(32):08x}"
 
 
 def _address(sockaddr: object) -> tuple[str, int]:

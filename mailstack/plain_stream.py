@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -42,6 +43,7 @@ class PlainStream(trio.abc.HalfCloseableStream):
         self._closed = False
         self._eof_sent = False
         self._sending = False  # trio streams refuse two concurrent senders
+        self._waits = 0  # waits on the socket in progress (close_now)
 
     def getpeername(self) -> object:
         return self._sock.getpeername()
@@ -91,7 +93,7 @@ class PlainStream(trio.abc.HalfCloseableStream):
 
     async def _receive_when_readable(self, size: int) -> bytes:
         while True:
-            await trio.lowlevel.wait_readable(self._sock)
+            await self._wait(trio.lowlevel.wait_readable)
             data = self._receive_now(size)
             if data is not None:
                 return data
@@ -127,7 +129,7 @@ class PlainStream(trio.abc.HalfCloseableStream):
                     raise self._translate(exc) from exc
                 if sent >= total:
                     break
-                await trio.lowlevel.wait_writable(self._sock)
+                await self._wait(trio.lowlevel.wait_writable)
         finally:
             self._sending = False
 
@@ -138,9 +140,17 @@ class PlainStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is sending on this stream")
         self._sending = True
         try:
-            await trio.lowlevel.wait_writable(self._sock)
+            await self._wait(trio.lowlevel.wait_writable)
         finally:
             self._sending = False
+
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        """trio's wait_readable or wait_writable on the socket, counted."""
+        self._waits += 1
+        try:
+            await wait(self._sock)
+        finally:
+            self._waits -= 1
 
     async def send_eof(self) -> None:
         if self._sending:
@@ -166,9 +176,14 @@ class PlainStream(trio.abc.HalfCloseableStream):
         others; one fewer scheduler round per connection)."""
         if not self._closed:
             self._closed = True
-            # Wakes any task still waiting on the socket with
-            # ClosedResourceError before the descriptor is reused.
-            trio.lowlevel.notify_closing(self._sock)
+            if self._waits:
+                # Wakes the tasks waiting on the socket with
+                # ClosedResourceError before the descriptor is reused.  With
+                # none waiting, trio holds nothing for it (a wait's
+                # registration ends with the wait) and the kernel drops a
+                # closed socket from epoll itself: the call, a failing
+                # epoll_ctl among its steps, would cost every session.
+                trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
 
     def _translate(self, exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import ssl
 from functools import partial
@@ -373,3 +374,11 @@ async def test_drain_closes_listeners_but_lets_sessions_finish() -> None:
             release.set()
             await finished.wait()
             assert await read_until_eof(session) == b""
+
+
+def test_session_ids_are_eight_hex_digits_and_do_not_repeat() -> None:
+    ids = [net.new_session_id() for _ in range(1000)]
+    assert all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+    # 32 random bits: one equal pair among 1,000 has odds of about 1 in
+    # 8,600 (tolerated), two of about 1 in 150 million.
+    assert len(set(ids)) >= 999

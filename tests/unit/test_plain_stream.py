@@ -185,3 +185,40 @@ async def test_send_last_is_false_once_the_stream_is_closed() -> None:
     server, _client = await _pair()
     await server.aclose()
     assert not await net.send_last(server, b"221 bye\r\n")
+
+
+async def test_a_socket_closed_after_a_wait_leaves_nothing_behind_for_its_descriptor() -> None:
+    # close_now skips trio's notify_closing when no wait is in progress:
+    # the next socket on the same descriptor must still be waited on
+    # correctly (a stale registration would make this wait forever).
+    server, client = await _pair()
+
+    async def send_later(stream: PlainStream) -> None:
+        await trio.sleep(0.05)
+        await stream.send_all(b"1")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_later, client)
+            assert await server.receive_some(10) == b"1"  # waited in epoll
+        descriptor = server._sock.fileno()
+        await server.aclose()
+        # New sockets take the lowest free descriptors: soon the closed one.
+        spare: list[socket.socket] = []
+        while True:
+            first, second = socket.socketpair()
+            if descriptor in (first.fileno(), second.fileno()):
+                break
+            spare += (first, second)
+            assert len(spare) < 1000
+        for sock in spare:
+            sock.close()
+        if second.fileno() == descriptor:
+            first, second = second, first
+        reused, peer = PlainStream(first), PlainStream(second)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_later, peer)
+            assert await reused.receive_some(10) == b"1"
+        await reused.aclose()
+        await peer.aclose()
+    await client.aclose()
