@@ -48,7 +48,8 @@ CLOSE_SECONDS = 2.0
 Handler = Callable[[trio.abc.Stream, "Peer"], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, made per session or message: see smtp/commands.py.
+@dataclass(slots=True)
 class Peer:
     """The remote end of one connection, as the protocol handler sees it."""
 

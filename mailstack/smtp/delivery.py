@@ -35,7 +35,8 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _RECEIVED_FIELD = re.compile(rb"(?im)^Received[ \t]*:")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, made per session or message: see smtp/commands.py.
+@dataclass(slots=True)
 class Connection:
     """What the Received header says about the client side."""
 
@@ -45,7 +46,7 @@ class Connection:
     tls_cipher: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecipientDecision:
     reply: Reply
     targets: tuple[int, ...] = ()

@@ -23,6 +23,7 @@ raises on client input; :class:`ProtocolError` means the adapter misused it.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,7 +79,8 @@ class Session:
     user: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, made per session or message: see smtp/commands.py.
+@dataclass(slots=True)
 class Recipient:
     address: str
     targets: tuple[int, ...]  # whatever the adapter resolved it to (account ids)
@@ -95,27 +97,27 @@ class Envelope:
     size: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckSender:
     mail: commands.Mail
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CheckRecipient:
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Authenticate:
     credentials: sasl.Credentials
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTls:
     discarded: int  # plaintext octets pipelined after STARTTLS, thrown away
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageReceived:
     mail: commands.Mail
     recipients: tuple[Recipient, ...]
@@ -123,12 +125,12 @@ class MessageReceived:
     chunked: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseConnection:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stall:
     """Injected delay (``slow+``): wait ``seconds``, then call ``stall_over()``."""
 
@@ -146,6 +148,35 @@ Event = (
     | CloseConnection
     | Stall
 )
+
+
+def auth_offered(settings: Settings, tls: bool) -> bool:
+    # RFC 4954 4 / RFC 8314: plaintext mechanisms only under TLS.
+    return settings.submission and (tls or settings.plaintext_auth_allowed)
+
+
+def ehlo_lines(settings: Settings, tls: bool) -> tuple[str, ...]:
+    lines = [
+        f"{settings.hostname} at your service",
+        "PIPELINING",
+        f"SIZE {settings.max_message_bytes}",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+    ]
+    if settings.tls_available and not tls:
+        lines.append("STARTTLS")
+    if auth_offered(settings, tls):
+        lines.append("AUTH " + " ".join(sasl.mechanisms(plaintext_allowed=True)))
+    return tuple(lines)
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(settings: Settings, tls: bool) -> Reply:
+    """The EHLO reply, made once per listener setting and TLS state (every
+    session asks for it)."""
+    return replies.ehlo(ehlo_lines(settings, tls))
 
 
 class SmtpProtocol:
@@ -357,8 +388,11 @@ class SmtpProtocol:
         return commands.COMMAND_LINE
 
     def _command(self, text: str, octets: int) -> None:
-        verb = text.partition(" ")[0].upper()
-        if octets > self._line_limit(verb):
+        # Every verb's limit is at least COMMAND_LINE: only a longer line
+        # needs its verb read twice (here and in commands.parse).
+        if octets > commands.COMMAND_LINE and octets > self._line_limit(
+            text.partition(" ")[0].upper()
+        ):
             self._reply(replies.LINE_TOO_LONG)
             return
         try:
@@ -399,35 +433,13 @@ class SmtpProtocol:
         else:
             self._reply(replies.NOT_IMPLEMENTED)
 
-    def ehlo_lines(self) -> tuple[str, ...]:
-        s = self.settings
-        lines = [
-            f"{s.hostname} at your service",
-            "PIPELINING",
-            f"SIZE {s.max_message_bytes}",
-            "8BITMIME",
-            "SMTPUTF8",
-            "ENHANCEDSTATUSCODES",
-            "CHUNKING",
-        ]
-        if s.tls_available and not self.session.tls:
-            lines.append("STARTTLS")
-        if self._auth_offered():
-            lines.append("AUTH " + " ".join(sasl.mechanisms(plaintext_allowed=True)))
-        return tuple(lines)
-
-    def _auth_offered(self) -> bool:
-        # RFC 4954 4 / RFC 8314: plaintext mechanisms only under TLS.
-        s = self.settings
-        return s.submission and (self.session.tls or s.plaintext_auth_allowed)
-
     def _hello(self, command: commands.Hello) -> None:
         # RFC 5321 4.1.4: a later EHLO/HELO resets the transaction like RSET.
         self.envelope = Envelope()
         self.session.helo = command.domain
         self.session.esmtp = command.extended
         if command.extended:
-            self._send(replies.ehlo(self.ehlo_lines()))
+            self._send(_ehlo_reply(self.settings, self.session.tls))
         else:
             self._send(Reply(250, None, self.settings.hostname))
         self._settle()
@@ -605,7 +617,7 @@ class SmtpProtocol:
             self._reply(replies.AUTH_IN_TRANSACTION)
         elif command.mechanism not in sasl.mechanisms(plaintext_allowed=True):
             self._reply(replies.UNSUPPORTED_MECHANISM)
-        elif not self._auth_offered():
+        elif not auth_offered(self.settings, self.session.tls):
             self._reply(replies.ENCRYPTION_REQUIRED)  # RFC 4954 6
         else:
             self._sasl = sasl.begin(command.mechanism, plaintext_allowed=True)

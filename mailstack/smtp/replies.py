@@ -121,8 +121,10 @@ MESSAGE_ACCEPTED = Reply(250, "2.0.0", "message accepted")
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def greeting(hostname: str) -> Reply:
-    # RFC 2034 3: no enhanced code on the greeting.
+    # RFC 2034 3: no enhanced code on the greeting.  One object per host
+    # name: every session sends it.
     return Reply(220, None, f"{hostname} ESMTP mailstack ready")
 
 

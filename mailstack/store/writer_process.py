@@ -75,7 +75,8 @@ FRAME_RECEIVE_BYTES = 65536
 EXIT_SECONDS = 10.0
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, made per session or message: see smtp/commands.py.
+@dataclass(slots=True)
 class NewMessage:
     """One insert-only write: a copy in each account's INBOX and, for
     submission, the outbound queue entry (``outgoing``) in the same commit."""
