@@ -136,6 +136,14 @@ class StoredMessage:
     uid: int
     modseq: int
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The writer process sends one per message: a constructor call
+        # unpickles faster than the dataclass's field-by-field __setstate__.
+        return (
+            StoredMessage,
+            (self.account_id, self.mailbox_id, self.uidvalidity, self.uid, self.modseq),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

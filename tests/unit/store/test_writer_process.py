@@ -14,14 +14,22 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import trio
 
 from mailstack.config import Config
 from mailstack.store import migrate
-from mailstack.store.records import AccountRecord, Outgoing, OverQuota, TemporaryFailure
+from mailstack.store.records import (
+    AccountRecord,
+    Outgoing,
+    OverQuota,
+    StoredMessage,
+    TemporaryFailure,
+)
 from mailstack.store.store import Store, open_store
+from mailstack.store.writer_process import NewMessage
 from tests.support.processes import process_exists
 
 from .store_support import message
@@ -314,3 +322,22 @@ def test_the_child_reads_no_further_than_its_batch() -> None:
         # behind makes the parent's sends wait instead of growing here.
         assert len(buffer) < 60_000
         assert child.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+
+
+def test_new_messages_and_their_answers_cross_the_socket_unchanged() -> None:
+    # NewMessage and StoredMessage pickle by hand (an int for the date, a
+    # constructor call): every field must arrive, the date to the microsecond.
+    outgoing = Outgoing(
+        sender="a@example.org", recipients=("b@example.net",), smtputf8=True, eight_bit=True
+    )
+    paris = timezone(timedelta(hours=1))
+    for when in (
+        datetime(2026, 11, 29, 19, 27, 45, 932996, tzinfo=UTC),
+        datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=paris),  # before the epoch, not UTC
+    ):
+        sent = NewMessage((3, 1), b"raw", when, outgoing, b"queued", submission=True)
+        received = pickle.loads(pickle.dumps(sent, protocol=pickle.HIGHEST_PROTOCOL))
+        assert received == sent
+        assert received.internal_date == when  # the same instant (now in UTC)
+    stored = StoredMessage(account_id=1, mailbox_id=2, uidvalidity=3, uid=4, modseq=5)
+    assert pickle.loads(pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)) == stored
