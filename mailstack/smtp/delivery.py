@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mailstack import mime
 from mailstack.smtp import commands, replies
 from mailstack.smtp.protocol import MessageReceived, Session
 from mailstack.smtp.replies import Reply
@@ -31,8 +32,9 @@ from mailstack.store.records import (
 )
 from mailstack.store.store import Store
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_RECEIVED_FIELD = re.compile(rb"(?im)^Received[ \t]*:")
+# What may come between a field name and its colon (blanks: RFC 5322 4.5,
+# the obsolete syntax that receivers still accept).
+_BEFORE_COLON = re.compile(rb"[ \t]*:")
 
 
 # Not frozen, made per session or message: see smtp/commands.py.
@@ -216,8 +218,9 @@ def received_header(
 
 
 def _header_block(content: bytes) -> bytes:
-    match = _HEADER_END.search(content)
-    return content[: match.start() + 1] if match else content
+    """The header up to and including the empty line that ends it (RFC 5322
+    2.1), or all of ``content`` when it has none."""
+    return content[: mime.split_header(content, 0, len(content))]
 
 
 def _has_field(header_block: bytes, name: bytes) -> bool:
@@ -225,8 +228,21 @@ def _has_field(header_block: bytes, name: bytes) -> bool:
 
 
 def hop_count(content: bytes) -> int:
-    """RFC 5321 6.3: the number of Received fields, to stop mail loops."""
-    return len(_RECEIVED_FIELD.findall(_header_block(content)))
+    """RFC 5321 6.3: the number of Received fields, to stop mail loops.
+
+    Every message received is counted: bytes methods find the candidate
+    lines ("Received" at a line start, in any case) and a regular
+    expression only checks what follows the name (a multi-line,
+    case-insensitive search tried every position of the header)."""
+    block = b"\n" + _header_block(content).lower()
+    count = 0
+    at = block.find(b"\nreceived")
+    while at >= 0:
+        at += len(b"\nreceived")
+        if _BEFORE_COLON.match(block, at):
+            count += 1
+        at = block.find(b"\nreceived", at)
+    return count
 
 
 def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:

@@ -3,6 +3,12 @@ when a message needs SMTPUTF8 from the next hop."""
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from mailstack import mime
 from mailstack.config import OutboundConfig
 from mailstack.smtp.delivery import hop_count, needs_smtputf8
 from mailstack.smtp.queue_results import backoff
@@ -32,3 +38,32 @@ def test_smtputf8_only_when_something_is_utf8() -> None:
     assert needs_smtputf8(True, "a@b.test", ("c@d.test",), utf8_header)
     assert needs_smtputf8(True, "j\u00f6rg@b.test", ("c@d.test",), ascii_message)
     assert not needs_smtputf8(False, "a@b.test", ("c@d.test",), utf8_header)
+
+
+_LINES = [
+    b"Received: from a by b; x",
+    b"received  : from c",
+    b"RECEIVED\t:",
+    b"\tby d; y",
+    b" Received: a folded line, not a field",
+    b"X-Received: no",
+    b"Received-SPF: pass",
+    b"Receivedx: no",
+    b"Subject: Received: no",
+    b"Received",
+    b"",
+]
+
+
+@given(
+    header=st.lists(st.sampled_from(_LINES), max_size=12),
+    body=st.lists(st.sampled_from(_LINES), max_size=4),
+    newline=st.sampled_from([b"\r\n", b"\n"]),
+)
+@example(header=[b"", b"Received: x"], body=[], newline=b"\r\n")  # no header at all
+def test_hop_count_agrees_with_a_multiline_search_of_the_header(
+    header: list[bytes], body: list[bytes], newline: bytes
+) -> None:
+    message = newline.join([*header, b"", *body])
+    block = message[: mime.split_header(message, 0, len(message))]
+    assert hop_count(message) == len(re.findall(rb"(?im)^Received[ \t]*:", block))
