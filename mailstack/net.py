@@ -187,6 +187,16 @@ async def send_all(stream: trio.abc.SendStream, data: bytes) -> bool:
     return True
 
 
+def plain_transport(stream: trio.abc.Stream) -> PlainStream:
+    """The PlainStream under ``stream`` (itself, or under its TLS layers)."""
+    while not isinstance(stream, PlainStream):
+        inner = getattr(stream, "transport_stream", None)
+        if inner is None:
+            raise TypeError(f"no PlainStream under {type(stream).__name__}")
+        stream = inner
+    return stream
+
+
 async def send_last(stream: trio.abc.SendStream, data: bytes) -> bool:
     """``send_all`` for the last bytes before the connection closes (with
     ``close_stream``): on a plain socket without a schedule point, as the

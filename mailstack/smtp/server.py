@@ -86,10 +86,13 @@ class SmtpSession:
         self._log = session_logger(logger, peer.session_id)
         self._account_id: int | None = None
         self._messages = 0
-        self._timer = trio.CancelScope()
         # When the wait on the client must end (RFC 5321 4.5.3.2); the
-        # listener's watchdog (expire_sessions) cancels _timer past it.
+        # listener's watchdog (expire_sessions) interrupts the wait past it.
         self.deadline = math.inf
+        # The socket under any TLS: interrupting its wait ends the session
+        # (_interrupt) where a cancel scope would cost every session.
+        self._transport = net.plain_transport(stream)
+        self._interrupted = False
         # The run's clock, asked directly: trio.current_time() is three
         # calls deep, and a session asks about ten times.
         self._now = trio.lowlevel.current_clock().current_time
@@ -126,44 +129,44 @@ class SmtpSession:
 
     async def _loop(self) -> str:
         core = self._core
-        # One cancel scope for the session, cancelled by the listener's
-        # watchdog when a wait on the client passes its deadline (RFC 5321
-        # 4.5.3.2), never during a wait on the store: a number to set per
-        # command instead of a trio deadline to move (_arm).  A graceful stop
-        # cancels it too, but only while the session waits for a command.
-        with self._timer:
-            while True:
-                event = core.next_event()
-                out = core.data_to_send()
-                if out or event is None:
-                    self._arm(core.reading_data)
-                if event is None:
-                    between_commands = not core.reading_data
-                    if between_commands and self._ctx.shutdown.started:
-                        if out and not await net.send_all(self._stream, out):
-                            return "client vanished"
-                        break
-                    self.idle = between_commands
-                    if out:  # a reply, then the client's next command
-                        data = await net.reply_and_receive(self._stream, out, RECEIVE_BYTES)
-                    else:
-                        data = await net.receive_some(self._stream, RECEIVE_BYTES)
-                    self.idle = False
-                    core.receive_data(data)
-                    continue
-                if isinstance(event, CloseConnection):
-                    # The 221 (or 421): the close comes next, so no schedule
-                    # point between the two.
-                    if out and not await net.send_last(self._stream, out):
-                        return "client vanished"
-                    return event.reason
-                if out and not await net.send_all(self._stream, out):
-                    return "client vanished"
-                if self._answer_at_once(event):
-                    continue
-                self._disarm()  # the store's and the SASL layer's waits have no deadline
-                if not await self._answer(event):
-                    return "TLS handshake failed"
+        # The listener's watchdog interrupts a wait on the client that passed
+        # its deadline (RFC 5321 4.5.3.2), never a wait on the store: a number
+        # to set per command instead of a trio deadline to move (_arm).  A
+        # graceful stop interrupts too, but only a wait for a command.
+        while True:
+            event = core.next_event()
+            out = core.data_to_send()
+            if out or event is None:
+                self._arm(core.reading_data)
+            if event is None:
+                between_commands = not core.reading_data
+                if between_commands and self._ctx.shutdown.started:
+                    if out and not await net.send_all(self._stream, out):
+                        return self._gone()
+                    break
+                self.idle = between_commands
+                if out:  # a reply, then the client's next command
+                    data = await net.reply_and_receive(self._stream, out, RECEIVE_BYTES)
+                else:
+                    data = await net.receive_some(self._stream, RECEIVE_BYTES)
+                self.idle = False
+                if self._interrupted:
+                    break
+                core.receive_data(data)
+                continue
+            if isinstance(event, CloseConnection):
+                # The 221 (or 421): the close comes next, so no schedule
+                # point between the two.
+                if out and not await net.send_last(self._stream, out):
+                    return self._gone()
+                return event.reason
+            if out and not await net.send_all(self._stream, out):
+                return self._gone()
+            if self._answer_at_once(event):
+                continue
+            self._disarm()  # the store's and the SASL layer's waits have no deadline
+            if not await self._answer(event):
+                return "TLS handshake failed"
         if self._ctx.shutdown.started and core.state is not State.CLOSED:
             # RFC 5321 3.8: 421 when the service is shutting down.
             core.shutting_down()
@@ -174,6 +177,13 @@ class SmtpSession:
         with trio.move_on_after(1):
             await net.send_all(self._stream, core.data_to_send())
         return reason
+
+    def _gone(self) -> str:
+        """Why a send failed: the client went, or our interrupt stopped a
+        send the client did not read (a timeout, or the server stopping)."""
+        if not self._interrupted:
+            return "client vanished"
+        return "shutdown" if self._ctx.shutdown.started else "timeout"
 
     def _arm(self, reading_data: bool) -> None:
         """The next wait on the client ends within this phase's timeout."""
@@ -187,13 +197,20 @@ class SmtpSession:
     def expire(self, now: float) -> None:
         """The watchdog's check: end the session if its wait is overdue."""
         if now >= self.deadline:
-            self._timer.cancel()
+            self._interrupt()
 
     def stop_if_idle(self) -> None:
         """A graceful stop began: end the session now if it waits for a
         command; a DATA transfer or a delivery in progress may finish."""
         if self.idle:
-            self._timer.cancel()
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        # Only a wait on the socket ends; a session not waiting at this
+        # moment (woken by data, not yet run) goes on: its deadline moves
+        # with its next reply, or the next check finds it still overdue.
+        if self._transport.interrupt():
+            self._interrupted = True
 
     def _answer_at_once(self, event: Event) -> bool:
         """Answer what needs no waiting (the MX's sender, capture mode's

@@ -380,6 +380,26 @@ async def test_command_timeout_closes_with_421(stack_factory: StackFactory) -> N
         assert b"421 4.4.2" in out
 
 
+async def test_command_timeout_under_tls_still_says_421(stack_factory: StackFactory) -> None:
+    # The timeout interrupts the wait on the socket beneath TLS: the TLS
+    # layer stays usable, so the 421 goes out encrypted before the close.
+    with trio.fail_after(60):
+        stack = await stack_factory(
+            services=("submission",), submission={"command_timeout_seconds": 0.5}
+        )
+        host, port = stack.addr("submission")
+        context = stack.client_ssl_context()
+
+        def idle_after_starttls() -> tuple[int, bytes]:
+            with smtplib.SMTP(host, port, local_hostname="client.example", timeout=30) as client:
+                client.starttls(context=context)
+                client.ehlo()
+                return client.getreply()  # nothing sent: only the server speaks
+
+        code, text = await in_thread(idle_after_starttls)
+        assert code == 421 and text.startswith(b"4.4.2")
+
+
 async def test_command_timeout_follows_the_phase(stack_factory: StackFactory) -> None:
     # RFC 5321 4.5.3.2: each wait gets its phase's timeout.  Commands that
     # keep coming keep the session open past one command timeout, and after
