@@ -174,9 +174,9 @@ class PlainStream(trio.abc.HalfCloseableStream):
         """Wake the tasks waiting on the socket with ClosedResourceError,
         as a close would, and leave it open: for a server that ends a
         session on its own terms (a timeout that still sends its 421, then
-        closes).  Cheaper than a cancel scope per session, which costs as
-        much as a scheduler round to enter and leave.  False when nothing
-        was waiting (nothing happened)."""
+        closes).  Cheaper than a cancel scope per session, which costs more
+        than a scheduler round to enter and leave.  False when nothing was
+        waiting (nothing happened)."""
         if not self._waits:
             return False
         trio.lowlevel.notify_closing(self._sock)

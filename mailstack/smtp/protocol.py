@@ -150,12 +150,12 @@ Event = (
 )
 
 
-def auth_offered(settings: Settings, tls: bool) -> bool:
+def _auth_offered(settings: Settings, tls: bool) -> bool:
     # RFC 4954 4 / RFC 8314: plaintext mechanisms only under TLS.
     return settings.submission and (tls or settings.plaintext_auth_allowed)
 
 
-def ehlo_lines(settings: Settings, tls: bool) -> tuple[str, ...]:
+def _ehlo_lines(settings: Settings, tls: bool) -> tuple[str, ...]:
     lines = [
         f"{settings.hostname} at your service",
         "PIPELINING",
@@ -167,7 +167,7 @@ def ehlo_lines(settings: Settings, tls: bool) -> tuple[str, ...]:
     ]
     if settings.tls_available and not tls:
         lines.append("STARTTLS")
-    if auth_offered(settings, tls):
+    if _auth_offered(settings, tls):
         lines.append("AUTH " + " ".join(sasl.mechanisms(plaintext_allowed=True)))
     return tuple(lines)
 
@@ -176,7 +176,7 @@ def ehlo_lines(settings: Settings, tls: bool) -> tuple[str, ...]:
 def _ehlo_reply(settings: Settings, tls: bool) -> Reply:
     """The EHLO reply, made once per listener setting and TLS state (every
     session asks for it)."""
-    return replies.ehlo(ehlo_lines(settings, tls))
+    return replies.ehlo(_ehlo_lines(settings, tls))
 
 
 class SmtpProtocol:
@@ -617,7 +617,7 @@ class SmtpProtocol:
             self._reply(replies.AUTH_IN_TRANSACTION)
         elif command.mechanism not in sasl.mechanisms(plaintext_allowed=True):
             self._reply(replies.UNSUPPORTED_MECHANISM)
-        elif not auth_offered(self.settings, self.session.tls):
+        elif not _auth_offered(self.settings, self.session.tls):
             self._reply(replies.ENCRYPTION_REQUIRED)  # RFC 4954 6
         else:
             self._sasl = sasl.begin(command.mechanism, plaintext_allowed=True)
