@@ -121,17 +121,16 @@ MESSAGE_ACCEPTED = Reply(250, "2.0.0", "message accepted")
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=16)
 def greeting(hostname: str) -> Reply:
     # RFC 2034 3: no enhanced code on the greeting.  One object per host
     # name: every session sends it.
     return Reply(220, None, f"{hostname} ESMTP mailstack ready")
 
 
-@functools.lru_cache(maxsize=256)
 def ehlo(lines: tuple[str, ...]) -> Reply:
     """RFC 5321 4.1.1.1: the EHLO reply, the extensions one per line (no
-    enhanced codes, RFC 2034 3); one object per distinct set of lines."""
+    enhanced codes, RFC 2034 3).  The core keeps one per listener setting
+    and TLS state (protocol._ehlo_reply)."""
     return Reply(250, None, lines)
 
 
