@@ -21,6 +21,10 @@ Servers (each a separate process, started here with a private config):
 - trio-floor (``--servers ... trio-floor``): not a peer but a reference, a
   trio server that answers every command with a canned reply and stores
   nothing: the most any trio server can do per second on the machine.
+- plain-floor (``--servers ... plain-floor``): the same canned replies on
+  mailstack's own I/O path (PlainStream, one schedule point per reply): what
+  the listener would cost with no SMTP core and no store, so the rest of
+  mailstack-wp's figure is what parsing, checking and storing cost.
 - Postfix: a private instance (own config_directory, queue_directory,
   loopback port, ``discard`` local transport) when /usr/sbin/postfix exists
   and we are root; ``--no-postfix`` skips it.
@@ -69,7 +73,7 @@ RECIPIENT = f"user@{DOMAIN}"
 SENDER = f"sender@{DOMAIN}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-PEERS = ("aiosmtpd", "postfix", "trio-floor")
+PEERS = ("aiosmtpd", "postfix", "trio-floor", "plain-floor")
 
 
 # -- servers ------------------------------------------------------------------------
@@ -288,6 +292,58 @@ trio.run(trio.serve_tcp, session, int(sys.argv[1]))
 """
 
 
+# trio-floor's replies on mailstack's PlainStream and its reply-then-read call.
+PLAIN_FLOOR_SERVER = """
+import socket, sys, trio
+from mailstack.plain_stream import PlainStream
+
+REPLIES = {b"EHLO": b"250-floor\\r\\n250 PIPELINING\\r\\n", b"DATA": b"354 go\\r\\n"}
+
+async def session(sock):
+    stream = PlainStream(sock)
+    out, buffer, in_data = b"220 floor\\r\\n", b"", False
+    try:
+        while True:
+            chunk = await (stream.send_then_receive(out) if out else stream.receive_some())
+            if not chunk:
+                return
+            out, buffer = b"", buffer + chunk
+            while True:
+                if in_data:
+                    end = buffer.find(b"\\r\\n.\\r\\n")
+                    if end < 0:
+                        break
+                    buffer, in_data, out = buffer[end + 5:], False, out + b"250 ok\\r\\n"
+                    continue
+                end = buffer.find(b"\\r\\n")
+                if end < 0:
+                    break
+                verb, buffer = buffer[:4].upper(), buffer[end + 2:]
+                if verb == b"QUIT":
+                    await stream.send_all_now(out + b"221 bye\\r\\n")
+                    return
+                out += REPLIES.get(verb, b"250 ok\\r\\n")
+                in_data = verb == b"DATA"
+    finally:
+        stream.close_now()
+
+async def main(port):
+    listening = socket.create_server(("127.0.0.1", port), backlog=1024)
+    listening.setblocking(False)
+    async with trio.open_nursery() as nursery:
+        while True:
+            try:
+                connection, _ = listening.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listening)
+                continue
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            nursery.start_soon(session, connection)
+
+trio.run(main, int(sys.argv[1]))
+"""
+
+
 def start_trio_floor(
     directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
 ) -> SubprocessServer:
@@ -295,6 +351,16 @@ def start_trio_floor(
     argv = [*wrapper, PYTHON, "-c", TRIO_FLOOR_SERVER, str(port)]
     return SubprocessServer(
         "trio-floor", argv, port, directory / "trio-floor.log", start_seconds=start_seconds
+    )
+
+
+def start_plain_floor(
+    directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
+) -> SubprocessServer:
+    port = free_port()
+    argv = [*wrapper, PYTHON, "-c", PLAIN_FLOOR_SERVER, str(port)]
+    return SubprocessServer(
+        "plain-floor", argv, port, directory / "plain-floor.log", start_seconds=start_seconds
     )
 
 
@@ -577,7 +643,8 @@ def main() -> None:
         nargs="+",
         default=["mailstack", "mailstack-wp", "aiosmtpd", "postfix"],
         help="mailstack-wp: mailstack with [database] writer_process = true;"
-        " trio-floor (not by default): a trio server that parses and stores nothing",
+        " trio-floor and plain-floor (not by default): trio servers that parse and"
+        " store nothing (plain-floor on mailstack's PlainStream)",
     )
     parser.add_argument("--max-batch", type=int, default=64, help="mailstack group-commit batch")
     parser.add_argument(
@@ -603,6 +670,7 @@ def main() -> None:
         "aiosmtpd": start_aiosmtpd,
         "postfix": PostfixServer,
         "trio-floor": start_trio_floor,
+        "plain-floor": start_plain_floor,
     }
     results: list[Result] = []
     with contextlib.ExitStack() as stack:

@@ -15,7 +15,9 @@ What is counted: for mailstack the SMTP listener process with
 sizes, which valgrind's slowdown would change; bench/store_bench.py measures
 it); for aiosmtpd its one process, whose handler writes and fsyncs each
 message; trio-floor (``--servers ... trio-floor``) is a trio server that
-parses and stores nothing, the least any trio server does per session.
+parses and stores nothing, the least any trio server does per session, and
+plain-floor (``--servers ... plain-floor``) the same on mailstack's own
+PlainStream: the listener's I/O path alone, without SMTP core or store.
 
     python bench/smtp_instructions_bench.py               # ~3 minutes
     python bench/smtp_instructions_bench.py --messages 1000 --servers mailstack-wp
@@ -38,6 +40,7 @@ from smtp_bench import (
     run_smtp_source,
     start_aiosmtpd,
     start_mailstack,
+    start_plain_floor,
     start_trio_floor,
 )
 
@@ -105,6 +108,9 @@ def main() -> None:
             "trio-floor": lambda wrapper: start_trio_floor(
                 Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
             ),
+            "plain-floor": lambda wrapper: start_plain_floor(
+                Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
+            ),
         }
         (Path(tmp) / "mailstack").mkdir()
         for name in args.servers:
@@ -113,7 +119,7 @@ def main() -> None:
             )
             print(f"{name:14} {results[name] / 1e6:7.3f} M instructions per message", flush=True)
     ours = results.get("mailstack-wp")
-    for peer in ("aiosmtpd", "trio-floor"):
+    for peer in ("aiosmtpd", "trio-floor", "plain-floor"):
         if ours is not None and peer in results:
             print(f"mailstack-wp / {peer}: {ours / results[peer]:.2f}x the instructions")
     if args.json:
