@@ -215,9 +215,13 @@ class SmtpProtocol:
             self._buffer.feed(data)
 
     def data_to_send(self) -> bytes:
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+        # Asked after every event, and most often there is nothing or one reply.
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     def next_event(self) -> Event | None:
         if self._closed is not None:
@@ -305,7 +309,7 @@ class SmtpProtocol:
         return event
 
     def _send(self, reply: Reply) -> None:
-        self._out.append(reply.render())
+        self._out.append(reply.wire)
 
     def _reply(self, reply: Reply) -> None:
         """Send a reply to a command; permanent failures count as errors."""

@@ -32,9 +32,6 @@ class Reply:
     def lines(self) -> tuple[str, ...]:
         return (self.text,) if isinstance(self.text, str) else self.text
 
-    def render(self) -> bytes:
-        return self.wire
-
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
 

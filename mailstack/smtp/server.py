@@ -43,7 +43,7 @@ RECEIVE_BYTES = 65536
 
 
 def _refuse(peer: net.Peer) -> bytes:
-    return replies.Reply(421, "4.7.0", "too many connections, try again later").render()
+    return replies.Reply(421, "4.7.0", "too many connections, try again later").wire
 
 
 def _is_loopback(ip: str) -> bool:

@@ -8,18 +8,18 @@ from mailstack.smtp.replies import Reply
 
 
 def test_single_line_reply_carries_enhanced_code() -> None:
-    assert replies.OK.render() == b"250 2.0.0 OK\r\n"
+    assert replies.OK.wire == b"250 2.0.0 OK\r\n"
 
 
 def test_multi_line_reply_has_enhanced_code_on_every_line() -> None:
-    out = Reply(214, "2.0.0", ("a", "b", "c")).render()
+    out = Reply(214, "2.0.0", ("a", "b", "c")).wire
     assert out == b"214-2.0.0 a\r\n214-2.0.0 b\r\n214 2.0.0 c\r\n"
 
 
 def test_greeting_and_intermediate_replies_have_no_enhanced_code() -> None:
-    assert replies.greeting("mx").render() == b"220 mx ESMTP mailstack ready\r\n"
-    assert replies.START_DATA.render().startswith(b"354 end data")
-    assert Reply(334, None, "").render() == b"334 \r\n"
+    assert replies.greeting("mx").wire == b"220 mx ESMTP mailstack ready\r\n"
+    assert replies.START_DATA.wire.startswith(b"354 end data")
+    assert Reply(334, None, "").wire == b"334 \r\n"
 
 
 def test_every_catalogue_reply_is_well_formed() -> None:
