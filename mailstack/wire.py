@@ -46,11 +46,11 @@ class ReceiveBuffer:
         """
         end = self._data.find(b"\n", self._scanned)
         if end < 0:
-            self._scanned = len(self._data)
+            self._scanned = size = len(self._data)
             # max_line bytes without the LF: the line will be longer than
             # max_line whatever comes next, so say so now.
-            if len(self._data) >= max_line:
-                raise LineTooLong(len(self._data) + 1)
+            if size >= max_line:
+                raise LineTooLong(size + 1)
             return None
         if end + 1 > max_line:
             raise LineTooLong(end + 1)

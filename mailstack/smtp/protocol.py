@@ -439,7 +439,10 @@ class SmtpProtocol:
 
     def _hello(self, command: commands.Hello) -> None:
         # RFC 5321 4.1.4: a later EHLO/HELO resets the transaction like RSET.
-        self.envelope = Envelope()
+        # Nothing enters an envelope before its sender (recipients and BDAT
+        # chunks need MAIL first), so one without a sender is still new.
+        if self.envelope.mail is not None:
+            self.envelope = Envelope()
         self.session.helo = command.domain
         self.session.esmtp = command.extended
         if command.extended:
@@ -515,16 +518,15 @@ class SmtpProtocol:
         if leftover:
             self._buffer.feed(leftover)
         self._decoder = None
-        mail = self.envelope.mail
-        assert mail is not None
-        if Problem.BARE_LINE_ENDING in decoder.problems:
-            self._end_transaction(replies.BARE_LINE_ENDING)
-        elif Problem.TOO_BIG in decoder.problems:
-            self._end_transaction(replies.SIZE_EXCEEDED)
-        elif Problem.LINE_TOO_LONG in decoder.problems:
-            self._end_transaction(replies.TEXT_LINE_TOO_LONG)
-        else:
+        problems = decoder.problems
+        if not problems:  # nearly always: no enum hashed for the lookups below
             self._message(decoder.content(), chunked=False)
+        elif Problem.BARE_LINE_ENDING in problems:
+            self._end_transaction(replies.BARE_LINE_ENDING)
+        elif Problem.TOO_BIG in problems:
+            self._end_transaction(replies.SIZE_EXCEEDED)
+        else:
+            self._end_transaction(replies.TEXT_LINE_TOO_LONG)
         return True
 
     def _message(self, content: bytes, *, chunked: bool) -> None:
