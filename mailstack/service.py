@@ -80,11 +80,10 @@ class Shutdown:
 
     def __init__(self) -> None:
         self.event = trio.Event()
+        # Whether the stop began: the event's state as a plain attribute,
+        # which every SMTP command wait reads (no two calls each time).
+        self.started = False
         self._idle: set[trio.CancelScope] = set()
-
-    @property
-    def started(self) -> bool:
-        return self.event.is_set()
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[trio.CancelScope]:
@@ -99,6 +98,7 @@ class Shutdown:
 
     def begin(self) -> None:
         """Start the stop: wake every session waiting in :meth:`idle`."""
+        self.started = True
         self.event.set()
         for scope in self._idle:
             scope.cancel()

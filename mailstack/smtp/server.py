@@ -100,7 +100,9 @@ class SmtpSession:
         self._core = SmtpProtocol(settings)
 
     def _tls(self) -> tuple[str | None, str | None]:
-        if isinstance(self._stream, trio.SSLStream):
+        # The identity test first: isinstance against trio's stream classes
+        # (abstract base classes) is a Python-level check, asked per message.
+        if self._stream is not self._transport and isinstance(self._stream, trio.SSLStream):
             cipher = self._stream.cipher()
             return self._stream.version(), cipher[0] if cipher else None
         return None, None
