@@ -61,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import rows  # bench/rows.py: the --json row format
@@ -344,23 +345,17 @@ trio.run(main, int(sys.argv[1]))
 """
 
 
-def start_trio_floor(
-    directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
-) -> SubprocessServer:
-    port = free_port()
-    argv = [*wrapper, PYTHON, "-c", TRIO_FLOOR_SERVER, str(port)]
-    return SubprocessServer(
-        "trio-floor", argv, port, directory / "trio-floor.log", start_seconds=start_seconds
-    )
+# The reference servers that parse and store nothing, by name.
+FLOOR_SERVERS = {"trio-floor": TRIO_FLOOR_SERVER, "plain-floor": PLAIN_FLOOR_SERVER}
 
 
-def start_plain_floor(
-    directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
+def start_floor(
+    name: str, directory: Path, *, wrapper: Sequence[str] = (), start_seconds: float = 20.0
 ) -> SubprocessServer:
     port = free_port()
-    argv = [*wrapper, PYTHON, "-c", PLAIN_FLOOR_SERVER, str(port)]
+    argv = [*wrapper, PYTHON, "-c", FLOOR_SERVERS[name], str(port)]
     return SubprocessServer(
-        "plain-floor", argv, port, directory / "plain-floor.log", start_seconds=start_seconds
+        name, argv, port, directory / f"{name}.log", start_seconds=start_seconds
     )
 
 
@@ -669,8 +664,8 @@ def main() -> None:
         "mailstack-wp": lambda d: start_mailstack(d, max_batch=args.max_batch, writer_process=True),
         "aiosmtpd": start_aiosmtpd,
         "postfix": PostfixServer,
-        "trio-floor": start_trio_floor,
-        "plain-floor": start_plain_floor,
+        "trio-floor": partial(start_floor, "trio-floor"),
+        "plain-floor": partial(start_floor, "plain-floor"),
     }
     results: list[Result] = []
     with contextlib.ExitStack() as stack:

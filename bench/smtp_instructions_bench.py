@@ -39,9 +39,8 @@ from smtp_bench import (
     SubprocessServer,
     run_smtp_source,
     start_aiosmtpd,
+    start_floor,
     start_mailstack,
-    start_plain_floor,
-    start_trio_floor,
 )
 
 # A Python server under valgrind starts in 15-60 s on this machine.
@@ -105,11 +104,11 @@ def main() -> None:
             "aiosmtpd": lambda wrapper: start_aiosmtpd(
                 Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
             ),
-            "trio-floor": lambda wrapper: start_trio_floor(
-                Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
+            "trio-floor": lambda wrapper: start_floor(
+                "trio-floor", Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
             ),
-            "plain-floor": lambda wrapper: start_plain_floor(
-                Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
+            "plain-floor": lambda wrapper: start_floor(
+                "plain-floor", Path(tmp), wrapper=wrapper, start_seconds=START_SECONDS
             ),
         }
         (Path(tmp) / "mailstack").mkdir()
