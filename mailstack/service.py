@@ -88,7 +88,7 @@ class Shutdown:
     @contextlib.contextmanager
     def idle(self) -> Iterator[trio.CancelScope]:
         with trio.CancelScope() as scope:
-            if self.event.is_set():
+            if self.started:
                 scope.cancel()
             self._idle.add(scope)
             try:

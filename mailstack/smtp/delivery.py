@@ -223,35 +223,37 @@ def _header_block(content: bytes) -> bytes:
     return content[: mime.split_header(content, 0, len(content))]
 
 
-def _has_field(header_block: bytes, name: bytes) -> bool:
-    return re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:", header_block) is not None
+def _count_fields(header_block: bytes, name: bytes) -> int:
+    """How many fields called ``name`` (lower case) ``header_block`` holds.
+
+    Bytes methods find the candidate lines (the name at a line start, in any
+    case) and a regular expression only checks what follows the name: a
+    multi-line, case-insensitive search would try every position of the
+    header, and hop_count runs for every message received."""
+    block = b"\n" + header_block.lower()
+    start = b"\n" + name
+    count = 0
+    at = block.find(start)
+    while at >= 0:
+        at += len(start)
+        if _BEFORE_COLON.match(block, at):
+            count += 1
+        at = block.find(start, at)
+    return count
 
 
 def hop_count(content: bytes) -> int:
-    """RFC 5321 6.3: the number of Received fields, to stop mail loops.
-
-    Every message received is counted: bytes methods find the candidate
-    lines ("Received" at a line start, in any case) and a regular
-    expression only checks what follows the name (a multi-line,
-    case-insensitive search tried every position of the header)."""
-    block = b"\n" + _header_block(content).lower()
-    count = 0
-    at = block.find(b"\nreceived")
-    while at >= 0:
-        at += len(b"\nreceived")
-        if _BEFORE_COLON.match(block, at):
-            count += 1
-        at = block.find(b"\nreceived", at)
-    return count
+    """RFC 5321 6.3: the number of Received fields, to stop mail loops."""
+    return _count_fields(_header_block(content), b"received")
 
 
 def submission_fields(content: bytes, *, hostname: str, now: datetime) -> bytes:
     """RFC 6409 8.3: Message-ID and Date added when the client left them out."""
     block = _header_block(content)
     added = b""
-    if not _has_field(block, b"Date"):
+    if not _count_fields(block, b"date"):
         added += b"Date: " + date_field(now).encode() + b"\r\n"
-    if not _has_field(block, b"Message-ID"):
+    if not _count_fields(block, b"message-id"):
         added += f"Message-ID: <{secrets.token_hex(16)}@{hostname}>\r\n".encode()
     return added
 
