@@ -69,6 +69,16 @@ def test_submission_fields_added_only_when_missing() -> None:
     assert submission_fields(body_only, hostname="mx.test", now=NOW).startswith(b"Date: ")
 
 
+def test_submission_fields_match_whole_field_names() -> None:
+    # "Date-Sent" and "Message-IDs" are other fields; blanks before the colon
+    # (RFC 5322 4.5) still name the field.
+    lookalikes = b"Date-Sent: x\r\nMessage-IDs: <a@b>\r\n\r\nbody\r\n"
+    added = submission_fields(lookalikes, hostname="mx.test", now=NOW)
+    assert added.startswith(b"Date: ") and b"\r\nMessage-ID: <" in added
+    spaced = b"Date : Sun, 29 Nov 2026 03:00:00 +0000\r\nMessage-ID\t: <a@b>\r\n\r\n"
+    assert submission_fields(spaced, hostname="mx.test", now=NOW) == b""
+
+
 def test_received_header_mentions_tls_and_user() -> None:
     session = Session(tls=True, helo="client.example", esmtp=True, user="alice@example.test")
     event = MessageReceived(
