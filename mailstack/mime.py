@@ -133,17 +133,55 @@ def split_header(raw: bytes, start: int, end: int) -> int:
 
 
 _FIELD_NAME_CHARS = bytes(range(33, 127))
+# What bytes.strip() removes (str.strip() would remove more, e.g. U+0085).
+_ASCII_BLANKS = " \t\n\r\x0b\x0c"
 
 
 def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
-    """(lower-case name, unfolded raw value) pairs; lines that are not fields are skipped."""
+    """(lower-case name, unfolded raw value) pairs; lines that are not fields are skipped.
+
+    Values are UTF-8 (RFC 6532) where valid, else Latin-1, field by field."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _parse_header_bytes(block)
+    # Valid as a whole, so every field is too, and splitting the text at
+    # ASCII line breaks and colons cuts it where the bytes would be cut:
+    # one decode instead of one per field (every message stored runs this).
+    fields: list[tuple[str, list[str]]] = []
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in " \t":
+            # RFC 5322 2.2.3: unfolding removes the CRLF, keeps the whitespace.
+            if fields:
+                fields[-1][1].append(line)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            continue
+        name = line[:colon].strip(_ASCII_BLANKS)
+        # RFC 5322 2.2: a field name is printable US-ASCII but space (and
+        # colon, which ends it).
+        if not name or not (name.isascii() and name.isprintable()) or " " in name:
+            continue
+        fields.append((name.lower(), [line[colon + 1 :]]))
+    return [
+        (name, (pieces[0] if len(pieces) == 1 else "".join(pieces)).strip())
+        for name, pieces in fields
+    ]
+
+
+def _parse_header_bytes(block: bytes) -> list[tuple[str, str]]:
+    """parse_header_fields for a header that is not UTF-8 as a whole: each
+    field's value is decoded on its own (to_text)."""
     fields: list[tuple[str, bytearray]] = []
     for line in block.split(b"\n"):
         line = line.rstrip(b"\r")
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
-            # RFC 5322 2.2.3: unfolding removes the CRLF, keeps the whitespace.
             if fields:
                 fields[-1][1].extend(line)
             continue
@@ -151,8 +189,6 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
         if colon <= 0:
             continue
         name = line[:colon].strip()
-        # RFC 5322 2.2: a field name is printable US-ASCII but space (and
-        # colon, which ends it): nothing may be left once those are deleted.
         if not name or name.translate(None, _FIELD_NAME_CHARS):
             continue
         fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :])))

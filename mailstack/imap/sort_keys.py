@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -56,11 +56,56 @@ def _display_key(addresses: Any, decode: Callable[[str], str]) -> str:
     return casemap(name or f"{first[2]}@{first[3]}")
 
 
+# The date-time RFC 5322 3.3 asks for, as nearly every client writes it
+# ("Mon, 30 Nov 2026 00:10:33 +0000", a comment may follow): read directly.
+# Anything else goes to the email package's lenient parser, which reads
+# these the same way but costs several times as much (every message stored
+# has its Date read here).
+_RFC5322_DATE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})(?=\s|\Z)"
+)
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def _parse_date(value: str) -> datetime:
+    """``email.utils.parsedate_to_datetime``, with the RFC 5322 form read
+    directly; raises ValueError (or what that raises) when unparsable."""
+    match = _RFC5322_DATE.match(value)
+    if match is None:
+        return parsedate_to_datetime(value)
+    day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = match.groups()
+    # As the email package reads a zone (hours and minutes, each as
+    # written) and a year below 100 (POSIX: 69-99 are 19xx, 0-68 20xx).
+    offset = int(zone_hours) * 3600 + int(zone_minutes) * 60
+    number = int(year)
+    if number < 100:
+        number += 1900 if number > 68 else 2000
+    return datetime(
+        number,
+        _MONTHS[month],
+        int(day),
+        int(hour),
+        int(minute),
+        int(second),
+        # "-0000": UTC without a claim about the local zone (naive, as there).
+        tzinfo=None
+        if sign == "-" and not offset
+        else timezone(timedelta(seconds=-offset if sign == "-" else offset)),
+    )
+
+
 def _sent_date(value: str | None) -> int | None:
     if not value:
         return None
     try:
-        when = parsedate_to_datetime(value)
+        when = _parse_date(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000": UTC without a claim about the local zone

@@ -16,6 +16,8 @@ run in parallel under WAL.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy
@@ -47,6 +49,40 @@ def pg_connect_args(database: DatabaseConfig) -> dict[str, Any]:
     return {"connect_timeout": timeout, **PG_KEEPALIVES}
 
 
+def _json_encoder() -> Callable[[Any, int], Any] | None:
+    """The C encoder json.dumps builds on every call (with its defaults), built once."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+    except ImportError:  # an interpreter without json's C accelerator
+        return None
+    defaults = json.JSONEncoder()
+    return make_encoder(
+        None,  # no circularity check: what is stored is built from parsed text
+        defaults.default,
+        encode_basestring_ascii,
+        None,  # no indent, as json.dumps
+        defaults.key_separator,
+        defaults.item_separator,
+        defaults.sort_keys,
+        defaults.skipkeys,
+        defaults.allow_nan,
+    )
+
+
+_ENCODE = _json_encoder()
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)``, the same text, for the JSON columns: every new
+    message stores five of them, and json.dumps checks its keywords and
+    builds a new encoder per call (a tenth of the writer's Python work per
+    message).  Only a value that contains itself, which nothing stores,
+    would fail differently (RecursionError instead of ValueError)."""
+    if _ENCODE is None:
+        return json.dumps(value)
+    return "".join(_ENCODE(value, 0))
+
+
 def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -70,8 +106,9 @@ def create_engine(
             # found and replaced when it is checked out, before it is used.
             pool_pre_ping=True,
             connect_args=pg_connect_args(database),
+            json_serializer=json_text,
         )
-    engine = sqlalchemy.create_engine(parsed)
+    engine = sqlalchemy.create_engine(parsed, json_serializer=json_text)
     busy_timeout_ms = database.busy_timeout_ms
 
     @event.listens_for(engine, "connect")

@@ -326,6 +326,43 @@ def test_fields_with_invalid_names_are_skipped() -> None:
     assert mime.parse_header_fields(block) == [("good-name", "1"), ("last", "6")]
 
 
+_HEADER_PIECES = [
+    b"a",
+    b"B",
+    b":",
+    b" ",
+    b"\t",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x0b",
+    b"\x1c",
+    b"-",
+    b"\xc3\xa9",
+    b"\xc2\x85",
+    b"\xc2\xa0",
+    b"\x7f",
+    b"Subject",
+    b"From: x",
+    b"\r\n ",
+]
+
+
+@settings(max_examples=3000)
+@given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=30))
+def test_a_utf8_header_is_read_as_the_per_field_decoding_would(pieces: list[bytes]) -> None:
+    # parse_header_fields decodes a valid UTF-8 header once; every field
+    # must come out as decoding field by field gives it (names, unfolding,
+    # and which blanks strip() removes included).
+    block = b"".join(pieces)
+    assert mime.parse_header_fields(block) == mime._parse_header_bytes(block)
+
+
+def test_invalid_utf8_in_one_field_leaves_the_others_utf8() -> None:
+    block = b"Subject: caf\xc3\xa9\r\nX-Old: caf\xe9\r\n"  # UTF-8, then Latin-1
+    assert mime.parse_header_fields(block) == [("subject", "café"), ("x-old", "café")]
+
+
 def test_a_repeated_field_answers_with_its_first_value() -> None:
     part = mime.parse_tree(b"Subject: first\r\nSubject: second\r\n\r\nbody")
     assert part.header("subject") == "first"

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailstack import mime
-from mailstack.imap import sorting, thread
+from mailstack.imap import sort_keys, sorting, thread
 from mailstack.imap.base_subject import extract
 from mailstack.imap.collation import casemap
 from mailstack.imap.sort import Sortable, order
@@ -58,6 +61,42 @@ def test_base_subject_of_encoded_words_is_decoded_at_delivery() -> None:
     assert keys is not None
     assert keys["subject"] == casemap("été") and keys["reply"] is True
     assert keys["date"] == 1772438400  # 08:00 UTC
+
+
+def _parsed(parse: Any, value: str) -> tuple[Any, ...]:
+    try:
+        when = parse(value)
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
+        return ("error", type(exc))
+    return ("date", when.replace(tzinfo=None), when.utcoffset())
+
+
+@settings(max_examples=3000)
+@given(
+    st.sampled_from(["Mon, ", "Sun, ", "", "Xyz, ", "mon, "]),
+    st.integers(0, 40).map(str) | st.integers(0, 9).map(lambda d: f"0{d}"),
+    st.sampled_from(["Jan", "Feb", "Nov", "Dec", "nov", "Foo"]),
+    st.sampled_from(["1999", "2026", "0000", "0026", "0068", "0069", "9999", "10000", "26"]),
+    st.tuples(st.integers(0, 25), st.integers(0, 61), st.integers(0, 61)),
+    st.sampled_from(["+", "-"]),
+    st.tuples(st.integers(0, 25), st.sampled_from([0, 30, 59, 60, 99])),
+    st.sampled_from(["", " (UTC)", "(UTC)", "  x", "\u2003(X)", "0"]),
+)
+def test_the_rfc5322_date_shortcut_reads_dates_as_the_email_package(
+    day_name: str,
+    day: str,
+    month: str,
+    year: str,
+    clock: tuple[int, int, int],
+    sign: str,
+    zone: tuple[int, int],
+    rest: str,
+) -> None:
+    value = (
+        f"{day_name}{day} {month} {year} {clock[0]:02d}:{clock[1]:02d}:{clock[2]:02d} "
+        f"{sign}{zone[0]:02d}{zone[1]:02d}{rest}"
+    )
+    assert _parsed(sort_keys._parse_date, value) == _parsed(parsedate_to_datetime, value)
 
 
 def test_casemap_is_titlecase_then_nfkd() -> None:
