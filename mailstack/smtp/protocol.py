@@ -26,6 +26,7 @@ import enum
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailstack.auth import sasl
 from mailstack.smtp import commands, faults, replies
@@ -50,6 +51,22 @@ class State(enum.Enum):
     PAUSED = "paused"  # an event awaits the adapter's answer
     STARTING_TLS = "starting-tls"  # 220 sent, waiting for the handshake
     CLOSED = "closed"
+
+
+# The states as module names, for the core's own comparisons and
+# assignments (several per command): on Python 3.11 every ``State.X`` goes
+# through the slow attribute hook that EnumType's ``__getattr__`` installs,
+# about four times the cost of a plain attribute.
+_CONNECTED = State.CONNECTED
+_READY = State.READY
+_MAIL = State.MAIL
+_RCPT = State.RCPT
+_DATA = State.DATA
+_BDAT = State.BDAT
+_AUTH = State.AUTH
+_PAUSED = State.PAUSED
+_STARTING_TLS = State.STARTING_TLS
+_CLOSED = State.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +196,18 @@ def _ehlo_reply(settings: Settings, tls: bool) -> Reply:
     return replies.ehlo(_ehlo_lines(settings, tls))
 
 
+@functools.lru_cache(maxsize=64)
+def _helo_reply(hostname: str) -> Reply:
+    """The HELO reply (RFC 5321 4.1.1.1: the server's name), made once."""
+    return Reply(250, None, hostname)
+
+
 class SmtpProtocol:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.session = Session(tls=settings.tls_active)
         self.envelope = Envelope()
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
         self._buffer = ReceiveBuffer()
         self._out: list[bytes] = []
         self._pending: Event | None = None
@@ -209,9 +232,9 @@ class SmtpProtocol:
     # -- I/O side ------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        if isinstance(self._pending, StartTls):
+        if self.state is _STARTING_TLS:  # a StartTls event is pending
             raise ProtocolError("receive_data before tls_started")
-        if self.state is not State.CLOSED:
+        if self.state is not _CLOSED:
             self._buffer.feed(data)
 
     def data_to_send(self) -> bytes:
@@ -270,7 +293,7 @@ class SmtpProtocol:
         self.session = Session(tls=True)
         self.envelope = Envelope()
         self._buffer = ReceiveBuffer()
-        self.state = State.CONNECTED
+        self.state = _CONNECTED
 
     def accept(self, reply: Reply = replies.MESSAGE_ACCEPTED) -> None:
         """The message is stored durably: send the positive reply."""
@@ -297,7 +320,8 @@ class SmtpProtocol:
     @property
     def reading_data(self) -> bool:
         """True while message text is expected (the adapter's DATA timeout applies)."""
-        return self.state in (State.DATA, State.BDAT)
+        state = self.state
+        return state is _DATA or state is _BDAT
 
     # -- internals -----------------------------------------------------------------
 
@@ -326,24 +350,24 @@ class SmtpProtocol:
             self._send(reply)
         self._pending = None
         self._closed = CloseConnection(reason)
-        self.state = State.CLOSED
+        self.state = _CLOSED
 
     def _pause(self, event: Event) -> None:
         self._pending = event
-        self.state = State.PAUSED
+        self.state = _PAUSED
 
     def _settle(self) -> None:
         """Back to the idle state that matches the session and envelope."""
         if self._closed is not None:
             return
         if self.session.helo is None:
-            self.state = State.CONNECTED
+            self.state = _CONNECTED
         elif self.envelope.mail is None:
-            self.state = State.READY
+            self.state = _READY
         elif not self.envelope.recipients:
-            self.state = State.MAIL
+            self.state = _MAIL
         else:
-            self.state = State.RCPT
+            self.state = _RCPT
 
     def _end_transaction(self, reply: Reply) -> None:
         self.envelope = Envelope()
@@ -352,9 +376,9 @@ class SmtpProtocol:
 
     def _step(self) -> bool:
         """Process some input; False when more is needed."""
-        if self.state is State.DATA:
+        if self.state is _DATA:
             return self._step_data()
-        if self.state is State.BDAT:
+        if self.state is _BDAT:
             return self._step_bdat()
         try:
             line = self._buffer.next_line(self._max_line)
@@ -374,7 +398,7 @@ class SmtpProtocol:
         except UnicodeDecodeError:
             self._reply(replies.BAD_UTF8)
             return True
-        if self.state is State.AUTH:
+        if self.state is _AUTH:
             self._sasl_response(text)
             return True
         self._commands += 1
@@ -407,35 +431,31 @@ class SmtpProtocol:
         self._dispatch(command)
 
     def _dispatch(self, command: commands.Command) -> None:
-        if isinstance(command, commands.Hello):
-            self._hello(command)
-        elif isinstance(command, commands.Mail):
-            self._mail(command)
-        elif isinstance(command, commands.Rcpt):
-            self._rcpt(command)
-        elif isinstance(command, commands.Data):
-            self._data()
-        elif isinstance(command, commands.Bdat):
-            self._bdat(command)
-        elif isinstance(command, commands.Rset):
-            self.envelope = Envelope()
-            self._send(replies.RESET_OK)
-            self._settle()
-        elif isinstance(command, commands.Noop):
-            self._send(replies.OK)
-        elif isinstance(command, commands.Quit):
-            self._close(replies.BYE, "quit")
-        elif isinstance(command, commands.Vrfy):
-            # RFC 5321 3.5.3: 252 neither confirms nor denies the user.
-            self._send(replies.VRFY_CANNOT)
-        elif isinstance(command, commands.Help):
-            self._send(replies.help_reply())
-        elif isinstance(command, commands.StartTls):
-            self._starttls()
-        elif isinstance(command, commands.Auth):
-            self._auth(command)
+        # One lookup by the command's type instead of a chain of isinstance
+        # checks (QUIT, the last in every session, took eight).
+        handler = _HANDLERS.get(type(command))
+        if handler is None:
+            self._reply(replies.NOT_IMPLEMENTED)  # EXPN, TURN, ...
         else:
-            self._reply(replies.NOT_IMPLEMENTED)
+            handler(self, command)
+
+    def _rset(self, command: commands.Rset) -> None:
+        self.envelope = Envelope()
+        self._send(replies.RESET_OK)
+        self._settle()
+
+    def _noop(self, command: commands.Noop) -> None:
+        self._send(replies.OK)
+
+    def _quit(self, command: commands.Quit) -> None:
+        self._close(replies.BYE, "quit")
+
+    def _vrfy(self, command: commands.Vrfy) -> None:
+        # RFC 5321 3.5.3: 252 neither confirms nor denies the user.
+        self._send(replies.VRFY_CANNOT)
+
+    def _help(self, command: commands.Help) -> None:
+        self._send(replies.help_reply())
 
     def _hello(self, command: commands.Hello) -> None:
         # RFC 5321 4.1.4: a later EHLO/HELO resets the transaction like RSET.
@@ -448,7 +468,7 @@ class SmtpProtocol:
         if command.extended:
             self._send(_ehlo_reply(self.settings, self.session.tls))
         else:
-            self._send(Reply(250, None, self.settings.hostname))
+            self._send(_helo_reply(self.settings.hostname))
         self._settle()
 
     def _mail(self, command: commands.Mail) -> None:
@@ -495,7 +515,7 @@ class SmtpProtocol:
             return replies.NO_VALID_RECIPIENTS
         return None
 
-    def _data(self) -> None:
+    def _data(self, command: commands.Data) -> None:
         refusal = self._transaction_refusal()
         if refusal is None and self.envelope.chunking:
             refusal = replies.DATA_AFTER_BDAT
@@ -504,7 +524,7 @@ class SmtpProtocol:
             return
         self._send(replies.START_DATA)
         self._decoder = DataDecoder(self.settings.max_message_bytes)
-        self.state = State.DATA
+        self.state = _DATA
 
     def _step_data(self) -> bool:
         decoder = self._decoder
@@ -563,7 +583,7 @@ class SmtpProtocol:
         self._bdat_last = command.last
         if self._bdat_refusal is None:
             self.envelope.chunking = True
-        self.state = State.BDAT
+        self.state = _BDAT
 
     def _step_bdat(self) -> bool:
         if self._bdat_remaining:
@@ -595,7 +615,7 @@ class SmtpProtocol:
             self._send(Reply(250, "2.0.0", f"{self.envelope.size} octets received"))
         return True
 
-    def _starttls(self) -> None:
+    def _starttls(self, command: commands.StartTls) -> None:
         s = self.settings
         if self.session.tls:
             self._reply(replies.ALREADY_TLS)
@@ -609,7 +629,7 @@ class SmtpProtocol:
             # STARTTLS arrived in plaintext and is thrown away, never run.
             discarded = len(self._buffer.take_all())
             self._pending = StartTls(discarded)
-            self.state = State.STARTING_TLS
+            self.state = _STARTING_TLS
 
     def _auth(self, command: commands.Auth) -> None:
         s = self.settings
@@ -644,7 +664,25 @@ class SmtpProtocol:
             return
         if isinstance(result, sasl.Challenge):
             self._send(Reply(334, None, result.text))
-            self.state = State.AUTH
+            self.state = _AUTH
         else:
             self._sasl = None
             self._pause(Authenticate(result))
+
+
+# What _dispatch runs for each command type (commands.parse makes exactly
+# these types, no subclasses).
+_HANDLERS: dict[type, Callable[[SmtpProtocol, Any], None]] = {
+    commands.Hello: SmtpProtocol._hello,
+    commands.Mail: SmtpProtocol._mail,
+    commands.Rcpt: SmtpProtocol._rcpt,
+    commands.Data: SmtpProtocol._data,
+    commands.Bdat: SmtpProtocol._bdat,
+    commands.Rset: SmtpProtocol._rset,
+    commands.Noop: SmtpProtocol._noop,
+    commands.Quit: SmtpProtocol._quit,
+    commands.Vrfy: SmtpProtocol._vrfy,
+    commands.Help: SmtpProtocol._help,
+    commands.StartTls: SmtpProtocol._starttls,
+    commands.Auth: SmtpProtocol._auth,
+}
