@@ -138,10 +138,10 @@ class SmtpSession:
         while True:
             event = core.next_event()
             out = core.data_to_send()
-            if out or event is None:
-                self._arm(core.reading_data)
             if event is None:
-                between_commands = not core.reading_data
+                reading_data = core.reading_data
+                self._arm(reading_data)
+                between_commands = not reading_data
                 if between_commands and self._ctx.shutdown.started:
                     if out and not await net.send_all(self._stream, out):
                         return self._gone()
@@ -156,6 +156,8 @@ class SmtpSession:
                     break
                 core.receive_data(data)
                 continue
+            if out:
+                self._arm(core.reading_data)
             if isinstance(event, CloseConnection):
                 # The 221 (or 421): the close comes next, so no schedule
                 # point between the two.

@@ -18,8 +18,16 @@ def _listening() -> socket.socket:
     return sock
 
 
-async def test_each_connection_gets_its_own_task_with_trios_socket_options() -> None:
+@pytest.mark.parametrize("tuned_listener", [False, True])
+async def test_each_connection_gets_its_own_task_with_trios_socket_options(
+    tuned_listener: bool,
+) -> None:
+    # listening_socket sets the options on the listener, where Linux passes
+    # them on to each connection; a listener without them (or a system that
+    # does not pass them on) gets them set per connection.
     listening = _listening()
+    if tuned_listener:
+        accept.tune_connection(listening)
     seen: list[tuple[int, int, bytes]] = []
     addresses: dict[bytes, object] = {}
     all_seen = trio.Event()
