@@ -61,9 +61,14 @@ async def accept_forever(
     ``address`` is the peer's, as accept() gave it: no getpeername needed)."""
     in_a_row = 0
     inherited: bool | None = None  # connections get the listener's TCP options
+    # socket.accept() turns the listener's family and type into enum members
+    # for every connection (two Python-level enum calls, about a microsecond
+    # each): the same socket object is made here from the plain numbers.
+    family, kind, proto = int(listening.family), int(listening.type), listening.proto
+    accept_descriptor = listening._accept  # type: ignore[attr-defined]
     while True:
         try:
-            connection, address = listening.accept()
+            descriptor, address = accept_descriptor()
         except BlockingIOError:
             in_a_row = 0
             await trio.lowlevel.wait_readable(listening)
@@ -78,6 +83,7 @@ async def accept_forever(
             if exc.errno in _GONE_BEFORE_ACCEPT:
                 continue
             raise
+        connection = socket.socket(family, kind, proto, fileno=descriptor)
         if inherited is None:
             inherited = is_tuned(connection)
         if not inherited:

@@ -71,8 +71,12 @@ class PlainStream(trio.abc.HalfCloseableStream):
         size = self._receive_size(max_bytes)
         await self.send_all_now(data)
         await trio.lowlevel.checkpoint()
-        received = self._receive_now(size)
-        return received if received is not None else await self._receive_when_readable(size)
+        try:  # _receive_now, inline: this runs for every SMTP command
+            return self._sock.recv(size)
+        except BlockingIOError:
+            return await self._receive_when_readable(size)
+        except OSError as exc:
+            raise self._translate(exc) from exc
 
     def _receive_size(self, max_bytes: int | None) -> int:
         if self._closed:
@@ -117,21 +121,29 @@ class PlainStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint_if_cancelled()
         self._sending = True
         try:
-            view = memoryview(data)
-            total = len(view)
-            sent = 0
-            while True:
-                try:
-                    sent += self._sock.send(view[sent:] if sent else view)
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise self._translate(exc) from exc
-                if sent >= total:
-                    break
-                await self._wait(trio.lowlevel.wait_writable)
+            # Nearly always one call takes it all (a reply is small and the
+            # kernel's buffer empty): no view and no loop for that.
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._translate(exc) from exc
+            if sent < len(data):
+                await self._send_rest(memoryview(data), sent)
         finally:
             self._sending = False
+
+    async def _send_rest(self, view: memoryview, sent: int) -> None:
+        """The rest of a send the kernel took only part of: wait for room."""
+        while sent < len(view):
+            await self._wait(trio.lowlevel.wait_writable)
+            try:
+                sent += self._sock.send(view[sent:])
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise self._translate(exc) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._closed:

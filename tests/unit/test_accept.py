@@ -98,17 +98,19 @@ async def test_a_burst_of_connects_lets_other_tasks_run() -> None:
 
 
 class _FailingListener:
-    """A listening socket whose accept() fails as the kernel would."""
+    """A listening socket whose accept fails as the kernel would (the
+    descriptor-level accept that accept_forever calls)."""
 
     def __init__(self, failures: list[int], real: socket.socket) -> None:
         self._failures = failures
         self._real = real
+        self.family, self.type, self.proto = real.family, real.type, real.proto
 
-    def accept(self) -> tuple[socket.socket, object]:
+    def _accept(self) -> tuple[int, object]:
         if self._failures:
             code = self._failures.pop(0)
             raise OSError(code, errno.errorcode[code])
-        return self._real.accept()
+        return self._real._accept()  # type: ignore[attr-defined,no-any-return]
 
     def fileno(self) -> int:
         return self._real.fileno()
