@@ -56,7 +56,7 @@ class State(enum.Enum):
 # The states as module names, for the core's own comparisons and
 # assignments (several per command): on Python 3.11 every ``State.X`` goes
 # through the slow attribute hook that EnumType's ``__getattr__`` installs,
-# about four times the cost of a plain attribute.
+# three to four times the cost of a plain class attribute.
 _CONNECTED = State.CONNECTED
 _READY = State.READY
 _MAIL = State.MAIL
