@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -83,7 +84,11 @@ async def accept_forever(
             if exc.errno in _GONE_BEFORE_ACCEPT:
                 continue
             raise
-        connection = socket.socket(family, kind, proto, fileno=descriptor)
+        try:
+            connection = socket.socket(family, kind, proto, fileno=descriptor)
+        except OSError:  # the descriptor is not usable after all: drop it
+            os.close(descriptor)
+            continue
         if inherited is None:
             inherited = is_tuned(connection)
         if not inherited:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import pytest
@@ -156,3 +157,45 @@ async def test_other_accept_errors_propagate() -> None:
             await accept.accept_forever(failing, start_connection, nursery)  # type: ignore[arg-type]
     assert raised.value.errno == errno.EBADF
     accept.close_listening(real)
+
+
+class _NotASocketFirst(_FailingListener):
+    """Hands out a descriptor that is no socket (a pipe's end), then accepts."""
+
+    def __init__(self, real: socket.socket, descriptor: int) -> None:
+        super().__init__([], real)
+        self._descriptor: int | None = descriptor
+
+    def _accept(self) -> tuple[int, object]:
+        if self._descriptor is not None:
+            descriptor, self._descriptor = self._descriptor, None
+            return descriptor, ("127.0.0.1", 1)
+        return super()._accept()
+
+
+async def test_a_descriptor_that_is_no_socket_is_closed_and_the_loop_goes_on() -> None:
+    real = _listening()
+    read_end, write_end = os.pipe()
+    client = socket.create_connection(real.getsockname())
+    accepted = trio.Event()
+
+    async def start_connection(sock: socket.socket, address: object) -> None:
+        sock.close()
+        accepted.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                accept.accept_forever,
+                _NotASocketFirst(real, read_end),  # type: ignore[arg-type]
+                start_connection,
+                nursery,
+            )
+            await accepted.wait()
+            nursery.cancel_scope.cancel()
+    client.close()
+    os.close(write_end)
+    accept.close_listening(real)
+    with pytest.raises(OSError) as closed:
+        os.fstat(read_end)  # the loop closed it
+    assert closed.value.errno == errno.EBADF
