@@ -89,15 +89,26 @@ class Session:
         finally:
             if self._changes is not None:
                 self._changes.close()
-            if self._account_id is not None:
-                # Shielded: the session may be ending by cancellation.
-                with trio.CancelScope(shield=True):
-                    await self._locks.release(self._account_id)
+            await self._release_maildrop()
+
+    async def _release_maildrop(self) -> None:
+        """Give the maildrop lock back, once (whichever way the session ends)."""
+        if self._account_id is None:
+            return
+        account_id, self._account_id = self._account_id, None
+        # Shielded: the session may be ending by cancellation.
+        with trio.CancelScope(shield=True):
+            await self._locks.release(account_id)
 
     async def _loop(self) -> None:
         core = self._core
         while True:
             event = core.next_event()
+            if isinstance(event, CloseConnection):
+                # The maildrop is given back before the last reply (QUIT's
+                # +OK) goes out: a client that has it may log in again at
+                # once, here or on another host, and must find it free.
+                await self._release_maildrop()
             out = core.data_to_send()
             sent = not out
             # RFC 1939 3: the autologout timer covers a client that stops

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from mailstack.pop3.locks import MaildropLocks
 from mailstack.store.records import MailboxRecord
 from tests.integration.conftest import Stack, StackFactory
 
@@ -261,6 +262,30 @@ async def test_second_session_gets_in_use(stack_factory: StackFactory) -> None:
 
         reply = await in_thread(conversation)
         assert reply.startswith(b"-ERR [IN-USE]")
+
+
+async def test_the_maildrop_is_free_once_quit_is_answered(
+    stack_factory: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 1939 6: QUIT's UPDATE state ends the session's hold on the
+    # maildrop.  With a slow store (the release takes half a second), a
+    # client that has its +OK and logs in again at once must not be told
+    # the maildrop is in use.
+    release = MaildropLocks.release
+
+    async def slow_release(self: MaildropLocks, account_id: int) -> None:
+        await trio.sleep(0.5)
+        await release(self, account_id)
+
+    monkeypatch.setattr(MaildropLocks, "release", slow_release)
+    with trio.fail_after(60):
+        stack = await stack_factory(services=("pop3",))
+
+        def conversation() -> None:
+            login(pop_tls(stack)).quit()
+            login(pop_tls(stack)).quit()
+
+        await in_thread(conversation)
 
 
 async def test_graceful_stop_ends_idle_session_without_deleting(
