@@ -132,7 +132,6 @@ def split_header(raw: bytes, start: int, end: int) -> int:
     return end
 
 
-_FIELD_NAME_CHARS = bytes(range(33, 127))
 # What bytes.strip() removes (str.strip() would remove more, e.g. U+0085).
 _ASCII_BLANKS = " \t\n\r\x0b\x0c"
 
@@ -144,10 +143,18 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
-        return _parse_header_bytes(block)
+        # Latin-1 keeps every byte as one character, so the fields split as
+        # the bytes would; each value is then decoded on its own.
+        fields = _split_fields(block.decode("latin-1"))
+        return [(name, to_text(value.encode("latin-1")).strip()) for name, value in fields]
     # Valid as a whole, so every field is too, and splitting the text at
     # ASCII line breaks and colons cuts it where the bytes would be cut:
     # one decode instead of one per field (every message stored runs this).
+    return [(name, value.strip()) for name, value in _split_fields(text)]
+
+
+def _split_fields(text: str) -> list[tuple[str, str]]:
+    """(lower-case name, unfolded value, not yet stripped) of a header block."""
     fields: list[tuple[str, list[str]]] = []
     for line in text.split("\n"):
         line = line.rstrip("\r")
@@ -167,32 +174,7 @@ def parse_header_fields(block: bytes) -> list[tuple[str, str]]:
         if not name or not (name.isascii() and name.isprintable()) or " " in name:
             continue
         fields.append((name.lower(), [line[colon + 1 :]]))
-    return [
-        (name, (pieces[0] if len(pieces) == 1 else "".join(pieces)).strip())
-        for name, pieces in fields
-    ]
-
-
-def _parse_header_bytes(block: bytes) -> list[tuple[str, str]]:
-    """parse_header_fields for a header that is not UTF-8 as a whole: each
-    field's value is decoded on its own (to_text)."""
-    fields: list[tuple[str, bytearray]] = []
-    for line in block.split(b"\n"):
-        line = line.rstrip(b"\r")
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1][1].extend(line)
-            continue
-        colon = line.find(b":")
-        if colon <= 0:
-            continue
-        name = line[:colon].strip()
-        if not name or name.translate(None, _FIELD_NAME_CHARS):
-            continue
-        fields.append((name.decode("ascii").lower(), bytearray(line[colon + 1 :])))
-    return [(name, to_text(bytes(value)).strip()) for name, value in fields]
+    return [(name, pieces[0] if len(pieces) == 1 else "".join(pieces)) for name, pieces in fields]
 
 
 # -- structured header tokens (RFC 5322 3.2 / RFC 2045 5.1) ------------------
